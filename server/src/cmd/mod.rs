@@ -1,0 +1,5 @@
+//! One module per CLI subcommand.
+
+pub mod bench;
+pub mod generate;
+pub mod models;

@@ -1,0 +1,79 @@
+//! The `graft` command line: `models` (fetch/list the default model),
+//! `generate` (greedy generation) and `bench` (benchmarks). The LSP server
+//! joins later; this crate is the only one that knows JSON and LSP.
+
+mod cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "graft", version, about = "Apply AI code edits locally and fast")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage cached models.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// Greedy generation from a prompt; the generated text goes to stdout,
+    /// a one-line stats summary to stderr.
+    Generate(cmd::generate::GenerateArgs),
+    /// Benchmarks (figures go to stdout).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Download the default model (SmolLM2-135M-Instruct Q4_1 GGUF) into
+    /// $GRAFT_HOME/models and verify its sha256. Does nothing if present.
+    Fetch,
+    /// List cached models.
+    List,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Prefill and decode speed against the memory-bandwidth floor.
+    Generate(cmd::bench::BenchGenerateArgs),
+}
+
+/// The model to use: the given path, else the default model (fetched if
+/// missing).
+pub fn resolve_model(path: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match path {
+        Some(path) => Ok(path),
+        None => cmd::models::ensure_default_model(),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("GRAFT_LOG"))
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Models { command: ModelsCommand::Fetch } => cmd::models::fetch().map(|_| ()),
+        Command::Models { command: ModelsCommand::List } => cmd::models::list(),
+        Command::Generate(args) => cmd::generate::run(args),
+        Command::Bench { command: BenchCommand::Generate(args) } => cmd::bench::generate(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("graft: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
