@@ -1,6 +1,6 @@
 //! The tokenizer a GGUF file describes, rebuilt as a Hugging Face
 //! `tokenizers` pipeline: [`GgufVocab`] reads llama.cpp's `tokenizer.*`
-//! metadata out as plain data, [`build`] turns it into a byte-level BPE
+//! metadata out as plain data, `build` turns it into a byte-level BPE
 //! tokenizer with the pre-tokenizer [`PreTokenizer`] that
 //! `tokenizer.ggml.pre` names.
 //!
@@ -49,8 +49,7 @@ pub const QWEN2_SPLIT: &str =
 /// Split regex of Llama 3's tokenizer.json (tiktoken's cl100k); llama.cpp's
 /// `LLAMA_VOCAB_PRE_TYPE_LLAMA3` is the same with `(?i:...)` spelled out.
 /// Digits go in runs of up to three (`\p{N}{1,3}`).
-pub const LLAMA3_SPLIT: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The pre-tokenizers (text splitting before BPE) we can build, by the
 /// llama.cpp family `tokenizer.ggml.pre` selects.
@@ -186,14 +185,14 @@ pub(crate) fn build(vocab: &GgufVocab) -> Result<Built> {
     }
     let pre = PreTokenizer::from_gguf_name(&vocab.pre).ok_or_else(|| {
         let names: Vec<&str> = PreTokenizer::GGUF_NAMES.iter().map(|(n, _)| *n).collect();
-        err(format!("unsupported pre-tokenizer `tokenizer.ggml.pre` = `{}` (supported: {})", vocab.pre, names.join(", ")))
+        err(format!(
+            "unsupported pre-tokenizer `tokenizer.ggml.pre` = `{}` (supported: {})",
+            vocab.pre,
+            names.join(", ")
+        ))
     })?;
     if !vocab.token_types.is_empty() && vocab.token_types.len() != vocab.tokens.len() {
-        return Err(err(format!(
-            "{} token types for {} tokens",
-            vocab.token_types.len(),
-            vocab.tokens.len()
-        )));
+        return Err(err(format!("{} token types for {} tokens", vocab.token_types.len(), vocab.tokens.len())));
     }
     let n_tokens = u32::try_from(vocab.tokens.len()).map_err(|_| err("more than 2^32 tokens".into()))?;
     for (name, id) in [("bos", vocab.bos_id), ("eos", vocab.eos_id), ("eot", vocab.eot_id), ("eom", vocab.eom_id)] {
@@ -267,7 +266,7 @@ fn respell(token: &str, byte_chars: &[char; 256]) -> String {
 
 /// GPT-2's byte-level alphabet (`bytes_to_unicode`): printable Latin-1 bytes
 /// stand for themselves, the other 68 bytes for U+0100.. in byte order.
-fn byte_chars() -> [char; 256] {
+pub(crate) fn byte_chars() -> [char; 256] {
     let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
     let mut table = ['\0'; 256];
     let mut next = 0x100u32;

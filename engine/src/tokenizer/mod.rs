@@ -228,9 +228,10 @@ impl Tokenizer {
     /// The prompt text for `messages`, as transformers'
     /// `apply_chat_template(messages, tokenize=False, add_generation_prompt=...)`.
     pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let template = self.chat_template.as_ref().ok_or_else(|| Error::ChatTemplate {
-            reason: format!("{} has no chat template", self.source.display()),
-        })?;
+        let template = self
+            .chat_template
+            .as_ref()
+            .ok_or_else(|| Error::ChatTemplate { reason: format!("{} has no chat template", self.source.display()) })?;
         template.render(messages, add_generation_prompt)
     }
 
@@ -327,20 +328,12 @@ fn read(path: &Path) -> Result<String> {
 mod tests {
     use super::*;
 
-    /// A tiny byte-level vocabulary: the 256 byte characters, two merges
-    /// (`h e`, `he llo`... as `he`, `l l`), and ChatML control tokens.
+    /// A tiny byte-level vocabulary: ChatML control tokens, the 256 byte
+    /// characters, three merges and a user-defined `<think>`.
     fn tiny_vocab(pre: &str) -> GgufVocab {
         let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
         let mut token_types = vec![3, 3, 3];
-        let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
-        let mut next = 0x100u32;
-        for b in 0..=255u8 {
-            let c = if printable(b) {
-                char::from(b)
-            } else {
-                next += 1;
-                char::from_u32(next - 1).unwrap()
-            };
+        for c in gguf::byte_chars() {
             tokens.push(c.to_string());
             token_types.push(1);
         }
