@@ -67,12 +67,14 @@ impl HfDir {
     pub fn open(dir: &Path) -> Result<HfDir> {
         let single = dir.join(SINGLE_FILE);
         let index = dir.join(INDEX_FILE);
-        let mut hf = HfDir { dir: dir.to_path_buf(), shards: Vec::new(), tensors: HashMap::new() };
+        let mut hf = HfDir {
+            dir: dir.to_path_buf(),
+            shards: Vec::new(),
+            tensors: HashMap::new(),
+        };
         if single.is_file() {
             let shard = Shard::open(&single)?;
-            for (name, entry) in shard.entries(0)? {
-                hf.tensors.insert(name, entry);
-            }
+            hf.tensors = shard.entries(0)?;
             hf.shards.push(shard);
         } else if index.is_file() {
             hf.open_sharded(&index)?;
@@ -158,14 +160,20 @@ impl HfDir {
 
 impl Shard {
     fn open(path: &Path) -> Result<Shard> {
-        let io = |source| Error::Io { path: path.to_path_buf(), source };
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = File::open(path).map_err(io)?;
         // SAFETY: the mapping is read-only and lives as long as `Shard`. As
         // with every file mapping, another process truncating or rewriting
         // the file meanwhile is outside what we can guard against; model
         // files are not modified while a model is loaded.
         let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
-        Ok(Shard { path: path.to_path_buf(), mmap })
+        Ok(Shard {
+            path: path.to_path_buf(),
+            mmap,
+        })
     }
 
     /// Validates the header (via `safetensors`, which checks that the
@@ -216,11 +224,14 @@ impl TensorSource for HfDir {
     fn load_f32(&self, name: &str) -> Result<HostTensor> {
         let entry = self.entry(name)?;
         let shard = &self.shards[entry.shard];
-        let bytes = shard.mmap.get(entry.start..entry.end).ok_or_else(|| Error::Format {
-            path: shard.path.clone(),
-            format: "safetensors",
-            what: format!("tensor `{name}` lies outside the file"),
-        })?;
+        let bytes = shard
+            .mmap
+            .get(entry.start..entry.end)
+            .ok_or_else(|| Error::Format {
+                path: shard.path.clone(),
+                format: "safetensors",
+                what: format!("tensor `{name}` lies outside the file"),
+            })?;
         let data: Vec<f32> = match entry.dtype {
             Dtype::F32 => bytes
                 .chunks_exact(4)
@@ -242,12 +253,18 @@ impl TensorSource for HfDir {
                 })
             }
         };
-        Ok(HostTensor { shape: entry.shape.clone(), data })
+        Ok(HostTensor {
+            shape: entry.shape.clone(),
+            data,
+        })
     }
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn existing_file(path: PathBuf) -> Option<PathBuf> {
@@ -269,7 +286,10 @@ mod tests {
         let views: Vec<(&str, TensorView<'_>)> = tensors
             .iter()
             .map(|(name, dtype, shape, data)| {
-                (*name, TensorView::new(*dtype, shape.clone(), data).expect("consistent view"))
+                (
+                    *name,
+                    TensorView::new(*dtype, shape.clone(), data).expect("consistent view"),
+                )
             })
             .collect();
         safetensors::serialize(views, None).expect("serialize")
@@ -287,7 +307,12 @@ mod tests {
     fn sharded_dir() -> tempfile::TempDir {
         let tmp = tempfile::tempdir().expect("tempdir");
         let s1 = safetensors_bytes(&[
-            ("a", Dtype::F32, vec![2, 2], f32_bytes(&[1.0, 2.0, 3.0, 4.0])),
+            (
+                "a",
+                Dtype::F32,
+                vec![2, 2],
+                f32_bytes(&[1.0, 2.0, 3.0, 4.0]),
+            ),
             ("b", Dtype::F32, vec![3], f32_bytes(&[5.0, 6.0, 7.0])),
         ]);
         let s2 = safetensors_bytes(&[("c", Dtype::F32, vec![1, 2], f32_bytes(&[8.0, 9.0]))]);
@@ -308,10 +333,14 @@ mod tests {
     fn single_file_converts_every_float_type() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let values = [1.0f32, -2.5, 0.375, 65504.0];
-        let f16: Vec<u8> =
-            values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
-        let bf16: Vec<u8> =
-            values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect();
+        let f16: Vec<u8> = values
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect();
+        let bf16: Vec<u8> = values
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect();
         let file = safetensors_bytes(&[
             ("w.f32", Dtype::F32, vec![2, 2], f32_bytes(&values)),
             ("w.f16", Dtype::F16, vec![4], f16),
@@ -321,7 +350,13 @@ mod tests {
         let hf = HfDir::open(tmp.path()).expect("open");
 
         let t = hf.load_f32("w.f32").expect("f32");
-        assert_eq!(t, HostTensor { shape: vec![2, 2], data: values.to_vec() });
+        assert_eq!(
+            t,
+            HostTensor {
+                shape: vec![2, 2],
+                data: values.to_vec()
+            }
+        );
         assert_eq!(hf.load_f32("w.f16").expect("f16").data, values.to_vec());
         // bf16 keeps 8 mantissa bits: 65504 rounds to 65536.
         let t = hf.load_f32("w.bf16").expect("bf16");
@@ -349,7 +384,10 @@ mod tests {
         std::fs::remove_file(tmp.path().join("model-00002-of-00002.safetensors")).expect("rm");
         match HfDir::open(tmp.path()) {
             Err(Error::Io { path, .. }) => {
-                assert!(path.ends_with("model-00002-of-00002.safetensors"), "{path:?}")
+                assert!(
+                    path.ends_with("model-00002-of-00002.safetensors"),
+                    "{path:?}"
+                )
             }
             other => panic!("expected Io error, got {other:?}"),
         }
@@ -367,7 +405,10 @@ mod tests {
         match HfDir::open(tmp.path()) {
             Err(Error::MissingTensor { path, tensor }) => {
                 assert_eq!(tensor, "zz");
-                assert!(path.ends_with("model-00002-of-00002.safetensors"), "{path:?}");
+                assert!(
+                    path.ends_with("model-00002-of-00002.safetensors"),
+                    "{path:?}"
+                );
             }
             other => panic!("expected MissingTensor, got {other:?}"),
         }
@@ -376,17 +417,35 @@ mod tests {
     #[test]
     fn index_that_escapes_the_directory_is_refused() {
         let tmp = sharded_dir();
-        write(tmp.path(), INDEX_FILE, br#"{"weight_map": {"a": "../model.safetensors"}}"#);
-        assert!(matches!(HfDir::open(tmp.path()), Err(Error::Format { format: "safetensors index", .. })));
+        write(
+            tmp.path(),
+            INDEX_FILE,
+            br#"{"weight_map": {"a": "../model.safetensors"}}"#,
+        );
+        assert!(matches!(
+            HfDir::open(tmp.path()),
+            Err(Error::Format {
+                format: "safetensors index",
+                ..
+            })
+        ));
     }
 
     #[test]
     fn bad_index_json_is_a_format_error() {
         let tmp = sharded_dir();
-        for bad in [&b"{\"weight_map\": {\"a\": "[..], b"[]", b"{\"weight_map\": {}}"] {
+        for bad in [
+            &b"{\"weight_map\": {\"a\": "[..],
+            b"[]",
+            b"{\"weight_map\": {}}",
+        ] {
             write(tmp.path(), INDEX_FILE, bad);
             match HfDir::open(tmp.path()) {
-                Err(Error::Format { path, format: "safetensors index", .. }) => {
+                Err(Error::Format {
+                    path,
+                    format: "safetensors index",
+                    ..
+                }) => {
                     assert!(path.ends_with(INDEX_FILE))
                 }
                 other => panic!("expected index Format error, got {other:?}"),
@@ -401,7 +460,11 @@ mod tests {
         for len in [0, 5, 8, 20, file.len() - 1] {
             write(tmp.path(), SINGLE_FILE, &file[..len]);
             match HfDir::open(tmp.path()) {
-                Err(Error::Format { path, format: "safetensors", .. }) => {
+                Err(Error::Format {
+                    path,
+                    format: "safetensors",
+                    ..
+                }) => {
                     assert!(path.ends_with(SINGLE_FILE))
                 }
                 other => panic!("truncated to {len}: expected Format error, got {other:?}"),
@@ -417,7 +480,13 @@ mod tests {
         file.extend_from_slice(header);
         file.extend_from_slice(&[0; 4]);
         write(tmp.path(), SINGLE_FILE, &file);
-        assert!(matches!(HfDir::open(tmp.path()), Err(Error::Format { format: "safetensors", .. })));
+        assert!(matches!(
+            HfDir::open(tmp.path()),
+            Err(Error::Format {
+                format: "safetensors",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -427,10 +496,15 @@ mod tests {
         write(tmp.path(), SINGLE_FILE, &file);
         let hf = HfDir::open(tmp.path()).expect("open");
         match hf.load_f32("ids") {
-            Err(Error::TensorDtype { tensor, dtype, .. }) => assert_eq!((tensor.as_str(), dtype.as_str()), ("ids", "I32")),
+            Err(Error::TensorDtype { tensor, dtype, .. }) => {
+                assert_eq!((tensor.as_str(), dtype.as_str()), ("ids", "I32"))
+            }
             other => panic!("expected TensorDtype, got {other:?}"),
         }
-        assert!(matches!(hf.load_f32("nope"), Err(Error::MissingTensor { .. })));
+        assert!(matches!(
+            hf.load_f32("nope"),
+            Err(Error::MissingTensor { .. })
+        ));
         assert!(matches!(hf.shape("nope"), Err(Error::MissingTensor { .. })));
     }
 
@@ -439,7 +513,10 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         assert!(matches!(
             HfDir::open(tmp.path()),
-            Err(Error::Format { format: "Hugging Face directory", .. })
+            Err(Error::Format {
+                format: "Hugging Face directory",
+                ..
+            })
         ));
     }
 
@@ -448,11 +525,18 @@ mod tests {
         let tmp = sharded_dir();
         let hf = HfDir::open(tmp.path()).expect("open");
         assert!(matches!(hf.config_json(), Err(Error::Io { .. })));
-        assert_eq!((hf.tokenizer_json_path(), hf.tokenizer_config_path()), (None, None));
+        assert_eq!(
+            (hf.tokenizer_json_path(), hf.tokenizer_config_path()),
+            (None, None)
+        );
 
         write(tmp.path(), CONFIG_FILE, b"{\"hidden_size\": 64,");
         match hf.config_json() {
-            Err(Error::Format { path, format: "JSON", .. }) => assert!(path.ends_with(CONFIG_FILE)),
+            Err(Error::Format {
+                path,
+                format: "JSON",
+                ..
+            }) => assert!(path.ends_with(CONFIG_FILE)),
             other => panic!("expected JSON Format error, got {other:?}"),
         }
         write(tmp.path(), CONFIG_FILE, b"{\"hidden_size\": 64}");
@@ -460,7 +544,13 @@ mod tests {
 
         write(tmp.path(), TOKENIZER_FILE, b"{}");
         write(tmp.path(), TOKENIZER_CONFIG_FILE, b"{}");
-        assert_eq!(hf.tokenizer_json_path(), Some(tmp.path().join(TOKENIZER_FILE)));
-        assert_eq!(hf.tokenizer_config_path(), Some(tmp.path().join(TOKENIZER_CONFIG_FILE)));
+        assert_eq!(
+            hf.tokenizer_json_path(),
+            Some(tmp.path().join(TOKENIZER_FILE))
+        );
+        assert_eq!(
+            hf.tokenizer_config_path(),
+            Some(tmp.path().join(TOKENIZER_CONFIG_FILE))
+        );
     }
 }
