@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::backend::{Backend, CpuBackend, Logits};
-use crate::decode::{self, GenerateParams, Generation};
+use crate::decode::{self, AdaptiveWidth, Drafter, GenerateParams, Generation, Prefill, Speculation};
 use crate::error::{Error, Result};
-use crate::kv::{KvCache, KvShape};
+use crate::kv::{KvCache, KvShape, SeqKv};
 use crate::model::{self, ModelFormat};
 use crate::model::config::ModelConfig;
 use crate::tokenizer::Tokenizer;
@@ -24,6 +24,18 @@ pub struct EngineOptions {
 impl Default for EngineOptions {
     fn default() -> Self {
         Self { kv_budget_bytes: DEFAULT_KV_BUDGET_BYTES }
+    }
+}
+
+/// A prompt whose KV entries are in the cache, ready to seed generations.
+pub struct PrefilledPrompt {
+    seq: SeqKv,
+    prefill: Prefill,
+}
+
+impl PrefilledPrompt {
+    pub fn prompt_tokens(&self) -> usize {
+        self.prefill.prompt_tokens
     }
 }
 
@@ -79,19 +91,92 @@ impl Engine {
 
     /// Greedy generation from `prompt` token ids.
     pub fn generate(&mut self, prompt: &[u32], params: &GenerateParams, on_token: impl FnMut(u32)) -> Result<Generation> {
-        if prompt.len() + params.max_tokens > self.kv.capacity_tokens() {
+        self.check_capacity(prompt.len(), params)?;
+        let mut seq = self.kv.new_sequence();
+        let result = decode::generate_greedy(&self.backend, &mut self.kv, &mut seq, prompt, params, on_token);
+        self.kv.release(&mut seq);
+        result
+    }
+
+    /// Speculative greedy generation from `prompt` token ids: the same
+    /// tokens as [`Engine::generate`], with drafts from `drafter` verified
+    /// up to `max_width` at a time (the width adapts per step).
+    pub fn generate_speculative(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        drafter: &mut dyn Drafter,
+        max_width: usize,
+        on_token: impl FnMut(u32),
+    ) -> Result<Generation> {
+        self.check_capacity(prompt.len(), params)?;
+        let mut speculation = Speculation { drafter, width: AdaptiveWidth::new(max_width) };
+        let mut seq = self.kv.new_sequence();
+        let result =
+            decode::generate_speculative(&self.backend, &mut self.kv, &mut seq, prompt, params, &mut speculation, on_token);
+        self.kv.release(&mut seq);
+        result
+    }
+
+    /// Feeds `prompt` once so that several generations can start from it
+    /// ([`Engine::generate_from`]); give it back with
+    /// [`Engine::release_prompt`], or its KV blocks stay taken.
+    pub fn prefill(&mut self, prompt: &[u32]) -> Result<PrefilledPrompt> {
+        let mut seq = self.kv.new_sequence();
+        match decode::prefill(&self.backend, &mut self.kv, &mut seq, prompt) {
+            Ok(prefill) => Ok(PrefilledPrompt { seq, prefill }),
+            Err(err) => {
+                self.kv.release(&mut seq);
+                Err(err)
+            }
+        }
+    }
+
+    /// [`Engine::generate_speculative`] from a prefilled prompt, which stays
+    /// as it is (the generation writes into a copy-on-write fork). The
+    /// stats report the prompt's original prefill time.
+    pub fn generate_from(
+        &mut self,
+        prompt: &PrefilledPrompt,
+        params: &GenerateParams,
+        drafter: &mut dyn Drafter,
+        max_width: usize,
+        on_token: impl FnMut(u32),
+    ) -> Result<Generation> {
+        self.check_capacity(prompt.prefill.prompt_tokens, params)?;
+        let mut speculation = Speculation { drafter, width: AdaptiveWidth::new(max_width) };
+        let mut seq = self.kv.fork(&prompt.seq);
+        let result = decode::decode_speculative(
+            &self.backend,
+            &mut self.kv,
+            &mut seq,
+            &prompt.prefill,
+            params,
+            &mut speculation,
+            on_token,
+        );
+        self.kv.release(&mut seq);
+        result
+    }
+
+    /// Returns a prefilled prompt's KV blocks to the pool.
+    pub fn release_prompt(&mut self, mut prompt: PrefilledPrompt) {
+        self.kv.release(&mut prompt.seq);
+    }
+
+    /// Verification feeds at most the prompt and every output token, so
+    /// this bound holds for speculative decoding too.
+    fn check_capacity(&self, prompt_tokens: usize, params: &GenerateParams) -> Result<()> {
+        if prompt_tokens + params.max_tokens > self.kv.capacity_tokens() {
             return Err(Error::InvalidRequest {
                 reason: format!(
                     "{} prompt + {} output tokens exceed the KV cache's {} tokens; raise the KV budget",
-                    prompt.len(),
+                    prompt_tokens,
                     params.max_tokens,
                     self.kv.capacity_tokens()
                 ),
             });
         }
-        let mut seq = self.kv.new_sequence();
-        let result = decode::generate_greedy(&self.backend, &mut self.kv, &mut seq, prompt, params, on_token);
-        self.kv.release(&mut seq);
-        result
+        Ok(())
     }
 }

@@ -23,8 +23,9 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
-    /// Greedy generation from a prompt; the generated text goes to stdout,
-    /// a one-line stats summary to stderr.
+    /// Greedy generation from a prompt, optionally with speculative drafts
+    /// (`--draft`); the generated text goes to stdout, a one-line stats
+    /// summary (or `--stats-json`) to stderr.
     Generate(cmd::generate::GenerateArgs),
     /// Benchmarks (figures go to stdout).
     Bench {
@@ -46,6 +47,9 @@ enum ModelsCommand {
 enum BenchCommand {
     /// Prefill and decode speed against the memory-bandwidth floor.
     Generate(cmd::bench::BenchGenerateArgs),
+    /// Speculative decoding on apply cases: steps, tokens per step and
+    /// speed-up per drafter.
+    Spec(cmd::bench::BenchSpecArgs),
 }
 
 /// The model to use: the given path, else the default model (fetched if
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Command::Models { command: ModelsCommand::List } => cmd::models::list(),
         Command::Generate(args) => cmd::generate::run(args),
         Command::Bench { command: BenchCommand::Generate(args) } => cmd::bench::generate(args),
+        Command::Bench { command: BenchCommand::Spec(args) } => cmd::bench::spec(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,11 +1,22 @@
-//! Greedy decoding over a backend and the paged KV cache, with the
+//! Decoding over a backend and the paged KV cache: plain greedy decoding
+//! ([`generate_greedy`], the reference every other path must match token for
+//! token), lossless speculative decoding ([`spec::generate_speculative`])
+//! with its drafters ([`draft`]) and adaptive width ([`width`]), and the
 //! statistics every generation reports.
+
+pub mod draft;
+pub mod spec;
+pub mod width;
 
 use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::kv::{KvCache, SeqKv};
+
+pub use draft::{CompositeDraft, Drafter, NoDraft, PromptLookup, TextDraft};
+pub use spec::{decode_speculative, generate_speculative, prefill, Prefill, Speculation};
+pub use width::AdaptiveWidth;
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -27,15 +38,30 @@ pub enum StopReason {
     ContextFull,
 }
 
-/// Figures of one generation.
+/// Figures of one generation. Plain greedy decoding drafts nothing, so its
+/// `drafted`, `accepted` and `draft` are zero and every step accepts 0.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GenerationStats {
     pub prompt_tokens: usize,
     pub output_tokens: usize,
     /// Forward passes after the prefill.
     pub steps: usize,
+    /// Draft tokens sent to verification.
+    pub drafted: usize,
+    /// Draft tokens the target model confirmed (emitted without a step of
+    /// their own).
+    pub accepted: usize,
+    /// Steps by accepted draft tokens, in power-of-two buckets: bucket 0
+    /// counts steps that accepted nothing, bucket `i > 0` steps that
+    /// accepted `2^(i-1) ..= 2^i - 1` tokens.
+    pub accepted_histogram: Vec<usize>,
     pub prefill: Duration,
+    /// Wall time from the first output token to the end.
     pub decode: Duration,
+    /// Part of `decode` spent in the drafter.
+    pub draft: Duration,
+    /// Part of `decode` spent in forward passes.
+    pub forward: Duration,
 }
 
 impl GenerationStats {
@@ -50,6 +76,32 @@ impl GenerationStats {
         let secs = self.prefill.as_secs_f64();
         if secs > 0.0 { self.prompt_tokens as f64 / secs } else { 0.0 }
     }
+
+    /// Mean accepted draft tokens per step.
+    pub fn accepted_per_step(&self) -> f64 {
+        if self.steps > 0 { self.accepted as f64 / self.steps as f64 } else { 0.0 }
+    }
+
+    /// Output tokens per forward pass after the prefill (the prefill's token
+    /// is not counted): 1.0 for plain greedy decoding.
+    pub fn tokens_per_step(&self) -> f64 {
+        if self.steps > 0 { self.output_tokens.saturating_sub(1) as f64 / self.steps as f64 } else { 0.0 }
+    }
+
+    /// Decode time outside drafting and forward passes (acceptance,
+    /// callbacks, bookkeeping).
+    pub fn rest(&self) -> Duration {
+        self.decode.saturating_sub(self.draft + self.forward)
+    }
+
+    /// Counts one step that accepted `accepted` draft tokens.
+    pub(crate) fn record_step(&mut self, accepted: usize) {
+        let bucket = (usize::BITS - accepted.leading_zeros()) as usize;
+        if self.accepted_histogram.len() <= bucket {
+            self.accepted_histogram.resize(bucket + 1, 0);
+        }
+        self.accepted_histogram[bucket] += 1;
+    }
 }
 
 /// The result of a generation.
@@ -60,16 +112,8 @@ pub struct Generation {
     pub stats: GenerationStats,
 }
 
-/// Greedy decoding: prefill `prompt` into `seq` (which must be empty), then
-/// one token per forward pass. `on_token` sees each token as it is chosen.
-pub fn generate_greedy(
-    backend: &Backend,
-    kv: &mut KvCache,
-    seq: &mut SeqKv,
-    prompt: &[u32],
-    params: &GenerateParams,
-    mut on_token: impl FnMut(u32),
-) -> Result<Generation> {
+/// Checks a request and returns the model's context length.
+pub(crate) fn check_request(backend: &Backend, seq: &SeqKv, prompt: &[u32]) -> Result<usize> {
     if prompt.is_empty() {
         return Err(Error::InvalidRequest { reason: "the prompt has no tokens".into() });
     }
@@ -82,6 +126,20 @@ pub fn generate_greedy(
             reason: format!("the prompt has {} tokens; the model's context is {context}", prompt.len()),
         });
     }
+    Ok(context)
+}
+
+/// Greedy decoding: prefill `prompt` into `seq` (which must be empty), then
+/// one token per forward pass. `on_token` sees each token as it is chosen.
+pub fn generate_greedy(
+    backend: &Backend,
+    kv: &mut KvCache,
+    seq: &mut SeqKv,
+    prompt: &[u32],
+    params: &GenerateParams,
+    mut on_token: impl FnMut(u32),
+) -> Result<Generation> {
+    let context = check_request(backend, seq, prompt)?;
     let mut stats = GenerationStats { prompt_tokens: prompt.len(), ..Default::default() };
     let mut tokens = Vec::new();
     if params.max_tokens == 0 {
@@ -106,11 +164,29 @@ pub fn generate_greedy(
         if seq.len() + 1 > context {
             break StopReason::ContextFull;
         }
+        let forward_started = Instant::now();
         let logits = backend.forward(kv, seq, &[next], &[0])?;
+        stats.forward += forward_started.elapsed();
         stats.steps += 1;
+        stats.record_step(0);
         next = logits.argmax(0);
     };
     stats.decode = started.elapsed();
     stats.output_tokens = tokens.len();
     Ok(Generation { tokens, stop, stats })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_powers_of_two() {
+        let mut stats = GenerationStats::default();
+        for accepted in [0, 1, 2, 3, 4, 7, 8, 300] {
+            stats.record_step(accepted);
+        }
+        // 0 | 1 | 2-3 | 4-7 | 8-15 | ... | 256-511
+        assert_eq!(stats.accepted_histogram, vec![1, 1, 2, 2, 1, 0, 0, 0, 0, 1]);
+    }
 }

@@ -1,13 +1,21 @@
-//! `graft bench generate`: prefill and decode speed of a model on this
-//! machine, next to the memory-bandwidth floor (weight bytes per token over
-//! a measured copy bandwidth). A benchmark, not a test: it prints figures.
+//! Benchmarks; they print figures, they are not tests.
+//!
+//! - `graft bench generate`: prefill and decode speed of a model on this
+//!   machine, next to the memory-bandwidth floor (weight bytes per token
+//!   over a measured copy bandwidth).
+//! - `graft bench spec`: speculative decoding on apply cases (JSONL in the
+//!   format of the shared dev set): steps, tokens per step and decode time
+//!   without drafts, with prompt lookup and with the expected output as the
+//!   text draft (the upper bound), and the speed-up over no drafts.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use graft_engine::decode::GenerateParams;
+use graft_engine::decode::width::DEFAULT_MAX_WIDTH;
+use graft_engine::decode::draft::DEFAULT_MIN_NGRAM;
+use graft_engine::decode::{Drafter, GenerateParams, Generation, NoDraft, PromptLookup, TextDraft};
 use graft_engine::{Engine, EngineOptions};
 use rayon::prelude::*;
 
@@ -92,4 +100,191 @@ fn measure_copy_bandwidth() -> f64 {
     }
     std::hint::black_box(&dst);
     best
+}
+
+#[derive(Args)]
+pub struct BenchSpecArgs {
+    /// A GGUF file or a Hugging Face model directory (default: the default model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Cases, one JSON object a line with `original`, `update` and
+    /// `expected` (default: $GRAFT_SHARED/data/apply/dev.jsonl, else
+    /// ../shared/data/apply/dev.jsonl).
+    #[arg(long)]
+    cases: Option<PathBuf>,
+    /// Cases to run (the first ones whose prompt fits --max-prompt).
+    #[arg(long, default_value_t = 20)]
+    n: usize,
+    /// Cap on output tokens per case (besides the expected length and the
+    /// context window).
+    #[arg(long, default_value_t = 128)]
+    max_output: usize,
+    /// Cases with longer prompts are skipped (bounds the prefill time).
+    #[arg(long, default_value_t = 2048)]
+    max_prompt: usize,
+    /// Upper bound on draft tokens per step.
+    #[arg(long, default_value_t = DEFAULT_MAX_WIDTH)]
+    max_width: usize,
+}
+
+/// One case of the JSONL file.
+#[derive(serde::Deserialize)]
+struct ApplyCase {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    instruction: String,
+    original: String,
+    update: String,
+    expected: String,
+}
+
+/// A plain completion prompt: the small default model copies code after
+/// `<updated>` far more readily than it answers a chat request.
+fn apply_prompt(case: &ApplyCase) -> String {
+    format!(
+        "Instruction: {}\n<original>\n{}</original>\n<update>\n{}</update>\n<updated>\n",
+        case.instruction, case.original, case.update
+    )
+}
+
+/// Totals of one mode over all cases.
+#[derive(Default)]
+struct ModeTotals {
+    tokens: usize,
+    steps: usize,
+    decode_secs: f64,
+}
+
+impl ModeTotals {
+    fn add(&mut self, generation: &Generation) {
+        self.tokens += generation.tokens.len().saturating_sub(1);
+        self.steps += generation.stats.steps;
+        self.decode_secs += generation.stats.decode.as_secs_f64();
+    }
+
+    fn tokens_per_step(&self) -> f64 {
+        if self.steps > 0 { self.tokens as f64 / self.steps as f64 } else { 0.0 }
+    }
+}
+
+pub fn spec(args: BenchSpecArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.n > 0 && args.max_output > 0, "--n and --max-output must be positive");
+    let cases_path = match args.cases {
+        Some(path) => path,
+        None => std::env::var_os("GRAFT_SHARED")
+            .map_or_else(|| PathBuf::from("../shared"), PathBuf::from)
+            .join("data/apply/dev.jsonl"),
+    };
+    let text = std::fs::read_to_string(&cases_path).with_context(|| format!("reading {}", cases_path.display()))?;
+    let model_path = crate::resolve_model(args.model)?;
+    let mut engine = Engine::load(&model_path, &EngineOptions::default())
+        .with_context(|| format!("loading {}", model_path.display()))?;
+    let context = engine.config().max_position;
+    let eos = engine.tokenizer().eos_ids().to_vec();
+
+    println!("model     {}", model_path.display());
+    println!("cases     {} (first {} with prompts of at most {} tokens)", cases_path.display(), args.n, args.max_prompt);
+    println!(
+        "output    min(expected tokens, --max-output {}, context {context} - prompt - 1), stopping at EOS; max width {}",
+        args.max_output, args.max_width
+    );
+    println!("modes     none: no draft | lookup: n-grams of original+update | text: expected as the draft (upper bound)");
+    println!("times     decode wall time in ms (the prefill is shared by the three modes and not included)");
+    println!();
+    println!(
+        "{:<48} {:>6} {:>4} {:>4} | {:>5} {:>8} | {:>5} {:>6} {:>8} {:>5} | {:>5} {:>6} {:>8} {:>5}",
+        "case", "prompt", "cap", "out", "steps", "ms", "steps", "tok/st", "ms", "x", "steps", "tok/st", "ms", "x"
+    );
+    let mut totals: [ModeTotals; 3] = Default::default();
+    let (mut ran, mut skipped) = (0, 0);
+    for (line_no, line) in text.lines().enumerate() {
+        if ran == args.n {
+            break;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let case: ApplyCase = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not an apply case", cases_path.display(), line_no + 1))?;
+        let tokenizer = engine.tokenizer();
+        let prompt = tokenizer.encode(&apply_prompt(&case), true)?;
+        if prompt.len() > args.max_prompt || prompt.len() + 1 >= context {
+            skipped += 1;
+            continue;
+        }
+        let expected = tokenizer.encode(&case.expected, false)?;
+        let sources = [tokenizer.encode(&case.original, false)?, tokenizer.encode(&case.update, false)?];
+        let cap = expected.len().min(args.max_output).min(context - prompt.len() - 1).max(1);
+        let params = GenerateParams { max_tokens: cap, stop_ids: eos.clone() };
+
+        let prefilled = engine.prefill(&prompt)?;
+        let mut drafters: [Box<dyn Drafter>; 3] = [
+            Box::new(NoDraft),
+            Box::new(PromptLookup::new(&sources, DEFAULT_MIN_NGRAM)),
+            Box::new(TextDraft::new(expected)),
+        ];
+        let mut generations = Vec::with_capacity(3);
+        for drafter in &mut drafters {
+            match engine.generate_from(&prefilled, &params, drafter.as_mut(), args.max_width, |_| {}) {
+                Ok(generation) => generations.push(generation),
+                Err(err) => {
+                    engine.release_prompt(prefilled);
+                    return Err(err.into());
+                }
+            }
+        }
+        engine.release_prompt(prefilled);
+        let (none, lookup, text) = (&generations[0], &generations[1], &generations[2]);
+        anyhow::ensure!(
+            lookup.tokens == none.tokens && text.tokens == none.tokens,
+            "case {}: speculative output differs from greedy",
+            case.id
+        );
+        let ms = |g: &Generation| g.stats.decode.as_secs_f64() * 1e3;
+        let speedup = |g: &Generation| ms(none) / ms(g).max(1e-9);
+        let name: String = case.id.chars().take(48).collect();
+        println!(
+            "{:<48} {:>6} {:>4} {:>4} | {:>5} {:>8.0} | {:>5} {:>6.2} {:>8.0} {:>5.2} | {:>5} {:>6.2} {:>8.0} {:>5.2}",
+            name,
+            prompt.len(),
+            cap,
+            none.tokens.len(),
+            none.stats.steps,
+            ms(none),
+            lookup.stats.steps,
+            lookup.stats.tokens_per_step(),
+            ms(lookup),
+            speedup(lookup),
+            text.stats.steps,
+            text.stats.tokens_per_step(),
+            ms(text),
+            speedup(text)
+        );
+        for (total, generation) in totals.iter_mut().zip(&generations) {
+            total.add(generation);
+        }
+        ran += 1;
+    }
+    let [none, lookup, text] = &totals;
+    let speedup = |t: &ModeTotals| none.decode_secs / t.decode_secs.max(1e-9);
+    println!(
+        "{:<48} {:>6} {:>4} {:>4} | {:>5} {:>8.0} | {:>5} {:>6.2} {:>8.0} {:>5.2} | {:>5} {:>6.2} {:>8.0} {:>5.2}",
+        format!("all {ran} cases ({skipped} skipped)"),
+        "",
+        "",
+        none.tokens + ran,
+        none.steps,
+        none.decode_secs * 1e3,
+        lookup.steps,
+        lookup.tokens_per_step(),
+        lookup.decode_secs * 1e3,
+        speedup(lookup),
+        text.steps,
+        text.tokens_per_step(),
+        text.decode_secs * 1e3,
+        speedup(text)
+    );
+    println!("(tok/st: output tokens per forward step after the prefill; x: decode speed-up over no draft)");
+    Ok(())
 }
