@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 
 use super::dequant::{dequantize, DequantError, GgmlType};
+use super::matrix::{load_f32_matrix, Matrix};
 use super::{HostTensor, TensorSource};
 use crate::error::{Error, Result};
 
@@ -414,6 +415,17 @@ impl TensorSource for GgufFile {
             shape: info.shape(),
             data,
         })
+    }
+
+    /// Quantized blocks stay as they are in the file; see [`Matrix`].
+    fn load_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        let info = self.tensor_info(name).ok_or_else(|| self.missing(name))?;
+        if !Matrix::keeps_blocks(info.ggml_type) {
+            return load_f32_matrix(self, name, rows, cols);
+        }
+        let bytes = self.tensor_bytes(name)?.to_vec();
+        Matrix::from_blocks(rows, cols, info.ggml_type, bytes)
+            .map_err(|e| format_error(&self.path, format!("tensor `{name}`: {e}")))
     }
 }
 

@@ -2,14 +2,16 @@
 //! configuration, and the weights of the supported architectures.
 //!
 //! Formats expose their tensors through [`TensorSource`], which hands out
-//! dense f32 tensors in row-major (PyTorch) layout whatever the storage type;
-//! [`weights`] maps the architecture's logical tensors onto each format's
+//! dense f32 tensors in row-major (PyTorch) layout whatever the storage type,
+//! and weight matrices as [`matrix::Matrix`] (GGUF's quantized blocks kept
+//! compact, everything else f32); [`weights`] maps the architecture's logical tensors onto each format's
 //! names and checks every shape against the [`config::ModelConfig`].
 
 pub mod config;
 pub mod dequant;
 pub mod gguf;
 pub mod hf;
+pub mod matrix;
 pub mod weights;
 
 use std::path::Path;
@@ -34,6 +36,12 @@ pub trait TensorSource {
     fn shape(&self, name: &str) -> Result<Vec<usize>>;
     /// The named tensor converted (dequantized) to f32.
     fn load_f32(&self, name: &str) -> Result<HostTensor>;
+    /// The named 2-D tensor, whose shape the caller has checked is
+    /// `[rows, cols]`, as a weight matrix. By default converted to f32;
+    /// formats with quantized blocks keep them.
+    fn load_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<matrix::Matrix> {
+        matrix::load_f32_matrix(self, name, rows, cols)
+    }
 }
 
 /// Where a model came from.

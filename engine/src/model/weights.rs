@@ -5,28 +5,16 @@
 //! `blk.N.attn_q.weight`), checks its shape against the [`ModelConfig`], and
 //! undoes the q/k row permutation that llama.cpp's converter applies to llama
 //! checkpoints, so every backend sees one layout: PyTorch's, with RoPE
-//! rotating the pairs `(i, i + head_dim / 2)`.
+//! rotating the pairs `(i, i + head_dim / 2)`. Matrices come from
+//! [`TensorSource::load_matrix`], so GGUF's quantized blocks stay compact
+//! (the permutation moves whole rows of blocks).
 
 use std::path::Path;
 
 use super::config::{Architecture, ModelConfig};
-use super::{HostTensor, TensorSource};
+pub use super::matrix::Matrix;
+use super::TensorSource;
 use crate::error::{Error, Result};
-
-/// A row-major f32 matrix; `rows` is the output dimension of a projection.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Matrix {
-    pub rows: usize,
-    pub cols: usize,
-    /// (rows, cols)
-    pub data: Vec<f32>,
-}
-
-impl Matrix {
-    pub fn row(&self, index: usize) -> &[f32] {
-        &self.data[index * self.cols..(index + 1) * self.cols]
-    }
-}
 
 /// One decoder block. H = hidden, D = head_dim, Hq/Hk = query/kv heads,
 /// I = intermediate size.
@@ -64,17 +52,29 @@ impl ModelWeights {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
-    /// Bytes of weights a single-token forward pass reads (each matrix once).
+    /// Every matrix a forward pass multiplies by: the layers' projections
+    /// and the output head (the embedding, when tied).
+    pub fn product_matrices_mut(&mut self) -> impl Iterator<Item = &mut Matrix> {
+        let head = match &mut self.lm_head {
+            Some(head) => head,
+            None => &mut self.embed,
+        };
+        self.layers
+            .iter_mut()
+            .flat_map(|l| [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down])
+            .chain(std::iter::once(head))
+    }
+
+    /// Bytes of weights a single-token forward pass reads, as stored (compact
+    /// blocks count their block bytes): every layer matrix and the head once,
+    /// and one row of the embedding. Norm vectors are left out.
     pub fn bytes_per_token(&self) -> usize {
         let layer: usize = self
             .layers
             .iter()
-            .map(|l| {
-                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down].iter().map(|m| m.data.len()).sum::<usize>()
-            })
+            .map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down].iter().map(|m| m.stored_bytes()).sum::<usize>())
             .sum();
-        // The embedding contributes one row; the head is read whole.
-        (layer + self.output_head().data.len() + self.embed.cols) * std::mem::size_of::<f32>()
+        layer + self.output_head().stored_bytes() + self.embed.row_bytes()
     }
 
     /// Loads and checks every tensor. `scheme` is the checkpoint's naming.
@@ -225,7 +225,8 @@ impl Loader<'_> {
         }
     }
 
-    fn load(&self, named: Named, expected: &[usize]) -> Result<HostTensor> {
+    /// The tensor's name, once it is known to exist with shape `expected`.
+    fn checked_name(&self, named: Named, expected: &[usize]) -> Result<String> {
         let name = self.name(named);
         let path = self.source.path();
         if !self.source.contains(&name) {
@@ -235,20 +236,21 @@ impl Loader<'_> {
         if shape != expected {
             return Err(Error::TensorShape { path: path.to_owned(), tensor: name, expected: expected.to_vec(), found: shape });
         }
-        let tensor = self.source.load_f32(&name)?;
-        let numel: usize = expected.iter().product();
-        if tensor.data.len() != numel {
-            return Err(Error::TensorShape { path: path.to_owned(), tensor: name, expected: expected.to_vec(), found: tensor.shape });
-        }
-        Ok(tensor)
+        Ok(name)
     }
 
     fn matrix(&self, named: Named, rows: usize, cols: usize) -> Result<Matrix> {
-        Ok(Matrix { rows, cols, data: self.load(named, &[rows, cols])?.data })
+        let name = self.checked_name(named, &[rows, cols])?;
+        self.source.load_matrix(&name, rows, cols)
     }
 
     fn vector(&self, named: Named, len: usize) -> Result<Vec<f32>> {
-        Ok(self.load(named, &[len])?.data)
+        let name = self.checked_name(named, &[len])?;
+        let tensor = self.source.load_f32(&name)?;
+        if tensor.data.len() != len {
+            return Err(Error::TensorShape { path: self.source.path().to_owned(), tensor: name, expected: vec![len], found: tensor.shape });
+        }
+        Ok(tensor.data)
     }
 }
 
@@ -257,20 +259,13 @@ impl Loader<'_> {
 /// "normal" RoPE rotates adjacent elements; row `h*D + 2j + s` of the GGUF
 /// tensor is row `h*D + s*D/2 + j` of the original.
 fn unpermute_rows(matrix: &mut Matrix, heads: usize) {
-    let head_dim = matrix.rows / heads;
+    let head_dim = matrix.rows() / heads;
     let half = head_dim / 2;
-    let cols = matrix.cols;
-    let mut out = vec![0.0f32; matrix.data.len()];
-    for h in 0..heads {
-        for j in 0..half {
-            for s in 0..2 {
-                let from = h * head_dim + 2 * j + s;
-                let to = h * head_dim + s * half + j;
-                out[to * cols..(to + 1) * cols].copy_from_slice(&matrix.data[from * cols..(from + 1) * cols]);
-            }
-        }
-    }
-    matrix.data = out;
+    matrix.reorder_rows(|to| {
+        let (h, r) = (to / head_dim, to % head_dim);
+        let (s, j) = (r / half, r % half);
+        h * head_dim + 2 * j + s
+    });
 }
 
 /// Whether `path` looks like a GGUF file (by its magic), as opposed to a
@@ -284,31 +279,85 @@ pub fn is_gguf_file(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::dequant::GgmlType;
+    use crate::model::matrix::Storage;
 
     /// The permutation llama.cpp's converter applies (HF -> GGUF), written
     /// from its description: reshape (heads, 2, D/2, cols), swap axes 1 and 2.
+    /// Row `h*D + 2j + s` of the result is row `h*D + s*D/2 + j` of the input.
     fn permute_rows(matrix: &Matrix, heads: usize) -> Matrix {
-        let head_dim = matrix.rows / heads;
+        let head_dim = matrix.rows() / heads;
         let half = head_dim / 2;
         let mut out = matrix.clone();
-        for h in 0..heads {
-            for s in 0..2 {
-                for j in 0..half {
-                    let from = h * head_dim + s * half + j;
-                    let to = h * head_dim + 2 * j + s;
-                    out.data[to * matrix.cols..(to + 1) * matrix.cols].copy_from_slice(matrix.row(from));
-                }
-            }
-        }
+        out.reorder_rows(|to| {
+            let (h, r) = (to / head_dim, to % head_dim);
+            let (j, s) = (r / 2, r % 2);
+            h * head_dim + s * half + j
+        });
         out
     }
 
     #[test]
     fn unpermute_inverts_the_converter_permutation() {
-        let original = Matrix { rows: 16, cols: 3, data: (0..48).map(|v| v as f32).collect() };
+        let original = Matrix::from_f32(16, 3, (0..48).map(|v| v as f32).collect()).expect("valid");
         let mut round_trip = permute_rows(&original, 2);
         assert_ne!(round_trip, original);
+        // Spot-check the direction: GGUF row 1 (head 0, pair 0, second half)
+        // is original row D/2 = 4.
+        assert_eq!(round_trip.dequantize_rows(1..2)[..], original.dequantize_rows(4..5)[..]);
         unpermute_rows(&mut round_trip, 2);
         assert_eq!(round_trip, original);
+    }
+
+    /// A (rows, 64) Q4_1 matrix whose blocks differ row by row.
+    fn q4_1_matrix(rows: usize) -> Matrix {
+        let mut bytes = Vec::new();
+        for block in 0..rows * 2 {
+            bytes.extend_from_slice(&half::f16::from_f32(0.25 + block as f32).to_le_bytes());
+            bytes.extend_from_slice(&half::f16::from_f32(-(block as f32) / 3.0).to_le_bytes());
+            bytes.extend((0..16).map(|i| ((block * 7 + i * 13) % 256) as u8));
+        }
+        Matrix::from_blocks(rows, 64, GgmlType::Q4_1, bytes).expect("valid blocks")
+    }
+
+    #[test]
+    fn unpermute_on_quantized_rows_equals_unpermute_on_dequantized_rows() {
+        let (rows, heads) = (16, 2);
+        let mut quantized = q4_1_matrix(rows);
+        let mut dense = Matrix::from_f32(rows, 64, quantized.dequantize_rows(0..rows).into_owned()).expect("valid");
+        unpermute_rows(&mut quantized, heads);
+        unpermute_rows(&mut dense, heads);
+        assert!(matches!(quantized.storage(), Storage::Blocks { ty: GgmlType::Q4_1, .. }));
+        assert_ne!(quantized.dequantize_rows(0..rows), q4_1_matrix(rows).dequantize_rows(0..rows));
+        assert_eq!(quantized.dequantize_rows(0..rows), dense.dequantize_rows(0..rows));
+    }
+
+    #[test]
+    fn bytes_per_token_counts_stored_bytes() {
+        // H = 64, one layer, tied head: Q4_1 projections (20 bytes per 32
+        // values), a Q8_0 embedding (34 bytes per 32 values), f32 norms.
+        let (h, vocab) = (64, 5);
+        let q = || q4_1_matrix(h);
+        let layer = LayerWeights {
+            attn_norm: vec![1.0; h],
+            wq: q(),
+            wk: q(),
+            wv: q(),
+            wo: q(),
+            bq: None,
+            bk: None,
+            bv: None,
+            q_norm: None,
+            k_norm: None,
+            mlp_norm: vec![1.0; h],
+            w_gate: q(),
+            w_up: q(),
+            w_down: q(),
+        };
+        let embed_bytes = vec![0u8; vocab * 2 * 34];
+        let embed = Matrix::from_blocks(vocab, h, GgmlType::Q8_0, embed_bytes).expect("valid");
+        let weights = ModelWeights { embed, layers: vec![layer], final_norm: vec![1.0; h], lm_head: None };
+        let projection = h * 2 * 20;
+        assert_eq!(weights.bytes_per_token(), 7 * projection + vocab * 2 * 34 + 2 * 34);
     }
 }
