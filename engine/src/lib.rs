@@ -10,9 +10,12 @@
 //!   blocks with refcounts, and per-sequence block tables.
 //! - [`backend::Backend`] runs the forward pass of a batch of new tokens of
 //!   a sequence and returns the logits asked for; the CPU backend is the
-//!   reference.
-//! - [`decode`] is greedy generation with its statistics; [`Engine`] ties a
-//!   loaded model, a backend and a KV cache together.
+//!   reference (compact GGUF blocks with fused kernels, exact values).
+//! - [`decode`] is plain greedy generation (the reference) and lossless
+//!   speculative decoding: drafters ([`decode::draft`]) propose tokens, one
+//!   batched forward verifies them, rejected KV is truncated, and an
+//!   adaptive width picks how many to draft. [`Engine`] ties a loaded model,
+//!   a backend and a KV cache together.
 
 pub mod backend;
 pub mod decode;
@@ -23,5 +26,5 @@ pub mod kv;
 pub mod model;
 pub mod tokenizer;
 
-pub use engine::{Engine, EngineOptions, DEFAULT_KV_BUDGET_BYTES};
+pub use engine::{Engine, EngineOptions, PrefilledPrompt, DEFAULT_KV_BUDGET_BYTES};
 pub use error::{Error, Result};

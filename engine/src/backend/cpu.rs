@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use super::Logits;
 use crate::error::{Error, Result};
-use crate::kv::{KvCache, SeqKv};
+use crate::kv::{BlockId, KvCache, SeqKv, BLOCK_TOKENS};
 use crate::model::config::ModelConfig;
 use crate::model::weights::{LayerWeights, Matrix, ModelWeights};
 use qmatmul::matmul_into;
@@ -175,41 +175,30 @@ impl CpuBackend {
             let (keys, values) = kv.layer_mut(layer_index);
             for t in 0..t_len {
                 let (block, slot) = seq.locate(start + t);
-                let offset = (block as usize * crate::kv::BLOCK_TOKENS + slot) * width;
+                let offset = (block as usize * BLOCK_TOKENS + slot) * width;
                 keys[offset..offset + width].copy_from_slice(&k[t * width..(t + 1) * width]);
                 values[offset..offset + width].copy_from_slice(&v[t * width..(t + 1) * width]);
             }
         }
 
         let (keys, values) = kv.layer(layer_index);
+        let blocks = seq.blocks();
         let group = hq / hk;
         let scale = 1.0 / (d as f32).sqrt();
+        // (T, Hq*D); the `group` query heads sharing a kv head are adjacent,
+        // so one task per (token, kv head) reads each K and V entry once for
+        // the whole group.
         let mut out = vec![0.0f32; t_len * hq * d];
-        out.par_chunks_mut(d).enumerate().for_each(|(index, out_head)| {
-            let (t, head) = (index / hq, index % hq);
-            let kv_head = head / group;
-            let query = &q[(t * hq + head) * d..(t * hq + head + 1) * d];
-            let visible = start + t + 1; // causal: positions 0..=start+t
-            let mut scores = Vec::with_capacity(visible);
-            let mut max = f32::NEG_INFINITY;
-            for position in 0..visible {
-                let (block, slot) = seq.locate(position);
-                let offset = (block as usize * crate::kv::BLOCK_TOKENS + slot) * width + kv_head * d;
-                let score = dot(query, &keys[offset..offset + d]) * scale;
-                max = max.max(score);
-                scores.push(score);
+        let task = GroupAttention { q: &q, keys, values, blocks, start, width, head_dim: d, group, kv_heads: hk, scale };
+        let use_avx2 = avx2_available();
+        out.par_chunks_mut(group * d).enumerate().for_each(|(index, out_group)| {
+            #[cfg(target_arch = "x86_64")]
+            if use_avx2 {
+                // SAFETY: the CPU supports AVX2 and FMA (checked above).
+                unsafe { task.run_avx2(index, out_group) };
+                return;
             }
-            let mut sum = 0.0f32;
-            for s in &mut scores {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            for (position, &weight) in scores.iter().enumerate() {
-                let (block, slot) = seq.locate(position);
-                let offset = (block as usize * crate::kv::BLOCK_TOKENS + slot) * width + kv_head * d;
-                let p = weight / sum;
-                out_head.iter_mut().zip(&values[offset..offset + d]).for_each(|(o, &v)| *o += p * v);
-            }
+            task.run(index, out_group);
         });
         out
     }
@@ -220,21 +209,107 @@ fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent accumulators let the compiler vectorise the loop.
-    let mut acc = [0.0f32; 8];
-    let chunks = a.len() / 8;
-    for i in 0..chunks {
-        for lane in 0..8 {
-            acc[lane] += a[i * 8 + lane] * b[i * 8 + lane];
+/// Attention of the `group` query heads that share one kv head, for one
+/// new token: one task of the parallel loop in `attention`.
+struct GroupAttention<'a> {
+    q: &'a [f32],          // (T, Hq*D)
+    keys: &'a [f32],       // one layer's K storage
+    values: &'a [f32],     // one layer's V storage
+    blocks: &'a [BlockId], // the sequence's block table
+    start: usize,
+    width: usize, // Hk*D
+    head_dim: usize,
+    group: usize,
+    kv_heads: usize,
+    scale: f32,
+}
+
+impl GroupAttention<'_> {
+    /// Task `index` = t * Hk + kv_head writes `out_group` (group, D).
+    #[inline(always)]
+    fn run(&self, index: usize, out_group: &mut [f32]) {
+        let (d, group) = (self.head_dim, self.group);
+        let (t, kv_head) = (index / self.kv_heads, index % self.kv_heads);
+        let queries = &self.q[index * group * d..(index + 1) * group * d];
+        let visible = self.start + t + 1; // causal: positions 0..=start+t
+        // (group, visible) scores, then probabilities.
+        let mut scores = vec![0.0f32; group * visible];
+        // Plain loops, not closures: closures are separate functions and
+        // would not inherit `run_avx2`'s target features.
+        for (position, offset) in entries(self.blocks, visible, self.width, kv_head * d) {
+            let key = &self.keys[offset..offset + d];
+            for (g, query) in queries.chunks_exact(d).enumerate() {
+                scores[g * visible + position] = dot(query, key) * self.scale;
+            }
+        }
+        for row in scores.chunks_exact_mut(visible) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0f32;
+            for s in row.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            for s in row.iter_mut() {
+                *s /= sum;
+            }
+        }
+        for (position, offset) in entries(self.blocks, visible, self.width, kv_head * d) {
+            let value = &self.values[offset..offset + d];
+            for (g, out_head) in out_group.chunks_exact_mut(d).enumerate() {
+                let p = scores[g * visible + position];
+                for (o, &v) in out_head.iter_mut().zip(value) {
+                    *o += p * v;
+                }
+            }
         }
     }
-    let mut sum: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        sum += a[i] * b[i];
+
+    /// [`Self::run`] compiled for AVX2 (the same code, wider vectors).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run_avx2(&self, index: usize, out_group: &mut [f32]) {
+        self.run(index, out_group);
     }
-    sum
+}
+
+fn avx2_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent accumulators over exact chunks let the compiler
+    // vectorise the loop without bounds checks.
+    let mut acc = [0.0f32; 8];
+    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for lane in 0..8 {
+            acc[lane] += x[lane] * y[lane];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `(position, offset)` for positions `0..visible` of a block table, where
+/// `offset` is the entry's start in a layer's K or V storage (rows of
+/// `width` values) plus `head_offset`.
+#[inline(always)]
+fn entries(blocks: &[BlockId], visible: usize, width: usize, head_offset: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+    (0..visible).map(move |position| {
+        let base = blocks[position / BLOCK_TOKENS] as usize * BLOCK_TOKENS * width + head_offset;
+        (position, base + (position % BLOCK_TOKENS) * width)
+    })
 }
 
 /// Row-wise RMSNorm of `x` (rows of `weight.len()`) into `out`.

@@ -192,7 +192,7 @@ impl KvCache {
         let needed_blocks = (seq.len + extra).div_ceil(BLOCK_TOKENS);
         let new_blocks = needed_blocks.saturating_sub(seq.blocks.len());
         let tail_shared = extra > 0
-            && seq.len % BLOCK_TOKENS != 0
+            && !seq.len.is_multiple_of(BLOCK_TOKENS)
             && seq.blocks.last().is_some_and(|&id| self.pool.refcount(id) > 1);
         let needed = new_blocks + usize::from(tail_shared);
         if needed > self.pool.free_count() {

@@ -221,10 +221,10 @@ impl ModelConfig {
                 return bad(key, "a positive size below 2^24");
             }
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad("num_key_value_heads", "a divisor of num_attention_heads");
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad("head_dim", "an even number (RoPE rotates pairs)");
         }
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {

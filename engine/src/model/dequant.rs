@@ -164,10 +164,8 @@ impl GgmlType {
 
     /// Bytes taken by `n_elements` values, or `None` when `n_elements` is not
     /// a whole number of blocks or the size overflows.
-    // `usize::is_multiple_of` needs Rust 1.87; the workspace allows 1.85.
-    #[allow(clippy::manual_is_multiple_of)]
     pub fn bytes_for(self, n_elements: usize) -> Option<usize> {
-        if n_elements % self.block_size() != 0 {
+        if !n_elements.is_multiple_of(self.block_size()) {
             return None;
         }
         (n_elements / self.block_size()).checked_mul(self.type_size())

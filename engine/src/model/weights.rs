@@ -9,7 +9,6 @@
 //! [`TensorSource::load_matrix`], so GGUF's quantized blocks stay compact
 //! (the permutation moves whole rows of blocks).
 
-use std::path::Path;
 
 use super::config::{Architecture, ModelConfig};
 pub use super::matrix::Matrix;
@@ -266,14 +265,6 @@ fn unpermute_rows(matrix: &mut Matrix, heads: usize) {
         let (s, j) = (r / half, r % half);
         h * head_dim + 2 * j + s
     });
-}
-
-/// Whether `path` looks like a GGUF file (by its magic), as opposed to a
-/// Hugging Face directory.
-pub fn is_gguf_file(path: &Path) -> bool {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"GGUF"
 }
 
 #[cfg(test)]

@@ -69,8 +69,8 @@ pub fn generate(args: BenchGenerateArgs) -> anyhow::Result<()> {
     let (prefill, decode) = (median(&mut prefill), median(&mut decode));
     let threads = rayon::current_num_threads();
     println!("model            {}", model_path.display());
-    println!("backend          {} ({threads} threads), f32 weights", engine.backend().name());
-    println!("weights/token    {:.1} MB", weight_bytes / 1e6);
+    println!("backend          {} ({threads} threads)", engine.backend().name());
+    println!("weights/token    {:.1} MB read as stored (GGUF blocks where a fused kernel exists, else f32)", weight_bytes / 1e6);
     println!("copy bandwidth   {:.1} GB/s (bytes read + written, {threads} threads)", bandwidth / 1e9);
     println!("decode floor     {floor_tok_s:.1} tok/s (weights/token over copy bandwidth)");
     println!("prefill          {prefill:.1} tok/s ({} prompt tokens, median of {})", args.prompt_tokens, args.runs);

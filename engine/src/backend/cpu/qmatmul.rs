@@ -267,8 +267,6 @@ mod avx2 {
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C. Shapes are checked here.
-    // `usize::is_multiple_of` needs Rust 1.87; the workspace allows 1.85.
-    #[allow(clippy::manual_is_multiple_of)]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn rows<const KIND: u8>(x: &[f32], k: usize, w: &[u8], out: &mut [f32]) {
         let blocks = k / 32;
@@ -276,7 +274,7 @@ mod avx2 {
         let m = x.len() / k.max(1);
         let n = out.len() / m.max(1);
         assert!(
-            k % 32 == 0 && m > 0 && x.len() == m * k && out.len() == n * m && w.len() == n * row_bytes,
+            k.is_multiple_of(32) && m > 0 && x.len() == m * k && out.len() == n * m && w.len() == n * row_bytes,
             "fused kernel shapes: k {k}, x {}, w {} bytes, out {}",
             x.len(),
             w.len(),
@@ -311,11 +309,10 @@ mod avx2 {
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C. Shapes are checked here.
-    #[allow(clippy::manual_is_multiple_of)]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn expand_blocks<const KIND: u8>(w: &[u8], out: &mut [f32]) {
         let size = block_bytes(KIND);
-        assert!(w.len() % size == 0 && out.len() == w.len() / size * 32, "expand shapes: {} bytes, {} values", w.len(), out.len());
+        assert!(w.len().is_multiple_of(size) && out.len() == w.len() / size * 32, "expand shapes: {} bytes, {} values", w.len(), out.len());
         for (block, values) in w.chunks_exact(size).zip(out.chunks_exact_mut(32)) {
             // SAFETY: `block` is one whole block; `values` holds 32 f32s.
             let v = expand::<KIND>(block.as_ptr());
