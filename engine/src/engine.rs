@@ -8,8 +8,8 @@ use crate::backend::{Backend, CpuBackend, Logits};
 use crate::decode::{self, AdaptiveWidth, Drafter, GenerateParams, Generation, Prefill, Speculation};
 use crate::error::{Error, Result};
 use crate::kv::{KvCache, KvShape, SeqKv};
-use crate::model::{self, ModelFormat};
 use crate::model::config::ModelConfig;
+use crate::model::{self, ModelFormat};
 use crate::tokenizer::Tokenizer;
 
 /// Default KV budget on the host: 1 GiB (about 23k tokens of SmolLM2-135M).
@@ -90,7 +90,12 @@ impl Engine {
     }
 
     /// Greedy generation from `prompt` token ids.
-    pub fn generate(&mut self, prompt: &[u32], params: &GenerateParams, on_token: impl FnMut(u32)) -> Result<Generation> {
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        on_token: impl FnMut(u32),
+    ) -> Result<Generation> {
         self.check_capacity(prompt.len(), params)?;
         let mut seq = self.kv.new_sequence();
         let result = decode::generate_greedy(&self.backend, &mut self.kv, &mut seq, prompt, params, on_token);
@@ -112,8 +117,15 @@ impl Engine {
         self.check_capacity(prompt.len(), params)?;
         let mut speculation = Speculation { drafter, width: AdaptiveWidth::new(max_width) };
         let mut seq = self.kv.new_sequence();
-        let result =
-            decode::generate_speculative(&self.backend, &mut self.kv, &mut seq, prompt, params, &mut speculation, on_token);
+        let result = decode::generate_speculative(
+            &self.backend,
+            &mut self.kv,
+            &mut seq,
+            prompt,
+            params,
+            &mut speculation,
+            on_token,
+        );
         self.kv.release(&mut seq);
         result
     }

@@ -30,7 +30,10 @@ fn generate_prints_the_greedy_continuation_and_a_stats_line() {
     assert!(output.status.success(), "{stderr}");
     let stats = stderr.lines().last().unwrap_or_default();
     assert!(
-        stats.starts_with("prompt ") && stats.contains(" tok, output ") && stats.contains("prefill") && stats.ends_with("tok/s"),
+        stats.starts_with("prompt ")
+            && stats.contains(" tok, output ")
+            && stats.contains("prefill")
+            && stats.ends_with("tok/s"),
         "stats line: {stats}"
     );
 

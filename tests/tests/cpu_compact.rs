@@ -37,8 +37,12 @@ fn bytes_per_token_of_the_default_model_are_its_compact_tensor_bytes() {
             false => info.n_elements() * 4,
         }
     };
-    let layer_matrices: usize =
-        file.tensor_infos().iter().filter(|t| t.name.starts_with("blk.") && t.dims.len() == 2).map(|t| held(&t.name)).sum();
+    let layer_matrices: usize = file
+        .tensor_infos()
+        .iter()
+        .filter(|t| t.name.starts_with("blk.") && t.dims.len() == 2)
+        .map(|t| held(&t.name))
+        .sum();
     assert!(!file.contains("output.weight"), "the default model ties its head to the embedding");
     let embed = file.tensor_info("token_embd.weight").expect("embedding");
     let embed_row = embed.ggml_type.bytes_for(embed.dims[0] as usize).expect("whole blocks");

@@ -57,7 +57,11 @@ fn default_model_matches_transformers_on_fixed_prompts() {
     let reference: Reference =
         serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).expect("reference.json is readable"))
             .expect("reference.json parses");
-    assert_eq!(reference.model_sha256, graft_engine::home::DEFAULT_MODEL_SHA256, "the reference is of the default model");
+    assert_eq!(
+        reference.model_sha256,
+        graft_engine::home::DEFAULT_MODEL_SHA256,
+        "the reference is of the default model"
+    );
     let mut engine = Engine::load(&default_model(), &EngineOptions::default()).expect("default model loads");
 
     for prompt in &reference.prompts {
@@ -72,10 +76,15 @@ fn default_model_matches_transformers_on_fixed_prompts() {
         for (token, (&e, &r)) in last.iter().zip(&expected).enumerate() {
             assert!(within_tolerance(e, r), "{name}: last-position logit of token {token} is {e}, transformers {r}");
         }
-        for (position, (top_ids, top_logits)) in prompt.prompt_top5_ids.iter().zip(&prompt.prompt_top5_logits).enumerate() {
+        for (position, (top_ids, top_logits)) in
+            prompt.prompt_top5_ids.iter().zip(&prompt.prompt_top5_logits).enumerate()
+        {
             for (&token, &r) in top_ids.iter().zip(top_logits) {
                 let e = logits.row(position)[token as usize];
-                assert!(within_tolerance(e, r), "{name}: logit of token {token} at position {position} is {e}, transformers {r}");
+                assert!(
+                    within_tolerance(e, r),
+                    "{name}: logit of token {token} at position {position} is {e}, transformers {r}"
+                );
             }
         }
 

@@ -17,10 +17,7 @@ use graft_engine::model::TensorSource;
 fn model_bytes() -> (PathBuf, Vec<u8>) {
     let path = graft_engine::home::default_model_path();
     let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "default model not readable at {} ({e}): run `graft models fetch` first",
-            path.display()
-        )
+        panic!("default model not readable at {} ({e}): run `graft models fetch` first", path.display())
     });
     (path, bytes)
 }
@@ -124,13 +121,7 @@ fn layout(b: &[u8]) -> Layout {
         }
         w.pos = type_at + 4;
         w.skip_value(ty);
-        kvs.push(KvFields {
-            key,
-            key_len_at,
-            type_at,
-            str_len_at,
-            array,
-        });
+        kvs.push(KvFields { key, key_len_at, type_at, str_len_at, array });
     }
     let mut tensors = Vec::new();
     for _ in 0..n_tensors {
@@ -147,22 +138,9 @@ fn layout(b: &[u8]) -> Layout {
         let type_id = w.u32();
         let offset_at = w.pos;
         let offset = w.u64();
-        tensors.push(TensorFields {
-            name_len_at,
-            n_dims_at,
-            dims_at,
-            dims,
-            type_at,
-            type_id,
-            offset_at,
-            offset,
-        });
+        tensors.push(TensorFields { name_len_at, n_dims_at, dims_at, dims, type_at, type_id, offset_at, offset });
     }
-    Layout {
-        kvs,
-        tensors,
-        infos_end: w.pos,
-    }
+    Layout { kvs, tensors, infos_end: w.pos }
 }
 
 /// A scratch copy of the model that cases patch in place and restore.
@@ -177,15 +155,8 @@ impl Scratch {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("model.gguf");
         std::fs::write(&path, bytes).expect("write scratch copy");
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .expect("open scratch copy");
-        Scratch {
-            _dir: dir,
-            path,
-            file,
-        }
+        let file = OpenOptions::new().write(true).open(&path).expect("open scratch copy");
+        Scratch { _dir: dir, path, file }
     }
 
     fn write_at(&mut self, at: usize, bytes: &[u8]) {
@@ -196,13 +167,7 @@ impl Scratch {
 
     /// Runs `check` on the file with `patch` written at `at`, then restores
     /// the original bytes (after `check` has dropped any map of the file).
-    fn with_patch<T>(
-        &mut self,
-        orig: &[u8],
-        at: usize,
-        patch: &[u8],
-        check: impl FnOnce(&Path) -> T,
-    ) -> T {
+    fn with_patch<T>(&mut self, orig: &[u8], at: usize, patch: &[u8], check: impl FnOnce(&Path) -> T) -> T {
         self.write_at(at, patch);
         let out = check(&self.path);
         self.write_at(at, &orig[at..at + patch.len()]);
@@ -236,14 +201,7 @@ fn truncated_model_never_opens() {
     let len = bytes.len();
     let mut cuts = vec![0, 1, 3, 4, 7, 8, 15, 16, 23, 24, 25];
     cuts.extend((1..64).map(|i| data_start * i / 64));
-    cuts.extend([
-        data_start - 1,
-        data_start,
-        data_start + 1,
-        len / 2,
-        len - 4096,
-        len - 1,
-    ]);
+    cuts.extend([data_start - 1, data_start, data_start + 1, len / 2, len - 4096, len - 1]);
     cuts.sort_unstable();
     cuts.dedup();
     let s = Scratch::new(&bytes);
@@ -282,85 +240,39 @@ fn corrupt_header_fields_are_errors() {
 fn corrupt_metadata_fields_are_errors() {
     let (_, bytes) = model_bytes();
     let layout = layout(&bytes);
-    assert!(
-        layout.kvs.len() > 20,
-        "walker found {} keys",
-        layout.kvs.len()
-    );
+    assert!(layout.kvs.len() > 20, "walker found {} keys", layout.kvs.len());
     let mut s = Scratch::new(&bytes);
     let len = bytes.len() as u64;
     for kv in &layout.kvs {
         let key = &kv.key;
         for v in [u64::MAX, len, 1 << 33] {
-            assert_open_fails(
-                &mut s,
-                &bytes,
-                kv.key_len_at,
-                &le64(v),
-                &format!("`{key}` key length {v}"),
-            );
+            assert_open_fails(&mut s, &bytes, kv.key_len_at, &le64(v), &format!("`{key}` key length {v}"));
         }
         for t in [13, 99, u32::MAX] {
-            assert_open_fails(
-                &mut s,
-                &bytes,
-                kv.type_at,
-                &le32(t),
-                &format!("`{key}` value type {t}"),
-            );
+            assert_open_fails(&mut s, &bytes, kv.type_at, &le32(t), &format!("`{key}` value type {t}"));
         }
         if let Some(at) = kv.str_len_at {
             for v in [u64::MAX, len] {
-                assert_open_fails(
-                    &mut s,
-                    &bytes,
-                    at,
-                    &le64(v),
-                    &format!("`{key}` string length {v}"),
-                );
+                assert_open_fails(&mut s, &bytes, at, &le64(v), &format!("`{key}` string length {v}"));
             }
         }
         if let Some((elem_at, len_at, n, elem)) = kv.array {
             for t in [13, u32::MAX] {
-                assert_open_fails(
-                    &mut s,
-                    &bytes,
-                    elem_at,
-                    &le32(t),
-                    &format!("`{key}` element type {t}"),
-                );
+                assert_open_fails(&mut s, &bytes, elem_at, &le32(t), &format!("`{key}` element type {t}"));
             }
             for v in [u64::MAX, len, 1 << 40] {
-                assert_open_fails(
-                    &mut s,
-                    &bytes,
-                    len_at,
-                    &le64(v),
-                    &format!("`{key}` array length {v}"),
-                );
+                assert_open_fails(&mut s, &bytes, len_at, &le64(v), &format!("`{key}` array length {v}"));
             }
             if elem == 8 && n > 1 {
                 // A string array claimed to be a nested array: each "element"
                 // is then read as (type, length) from string bytes.
-                assert_open_fails(
-                    &mut s,
-                    &bytes,
-                    elem_at,
-                    &le32(9),
-                    &format!("`{key}` as nested array"),
-                );
+                assert_open_fails(&mut s, &bytes, elem_at, &le32(9), &format!("`{key}` as nested array"));
             }
         }
     }
     // Invalid UTF-8 inside a key.
     let first = &layout.kvs[0];
-    assert_open_fails(
-        &mut s,
-        &bytes,
-        first.key_len_at + 8,
-        &[0xFF],
-        "non-UTF-8 key",
-    );
+    assert_open_fails(&mut s, &bytes, first.key_len_at + 8, &[0xFF], "non-UTF-8 key");
 }
 
 #[test]
@@ -377,88 +289,35 @@ fn corrupt_tensor_infos_are_errors() {
         let t = &layout.tensors[i];
         let what = |field: &str| format!("tensor #{i} {field}");
         for v in [u64::MAX, len, 1 << 40] {
-            assert_open_fails(
-                &mut s,
-                &bytes,
-                t.name_len_at,
-                &le64(v),
-                &what("name length"),
-            );
+            assert_open_fails(&mut s, &bytes, t.name_len_at, &le64(v), &what("name length"));
         }
         for d in [5, 64, u32::MAX] {
-            assert_open_fails(
-                &mut s,
-                &bytes,
-                t.n_dims_at,
-                &le32(d),
-                &what(&format!("{d} dims")),
-            );
+            assert_open_fails(&mut s, &bytes, t.n_dims_at, &le32(d), &what(&format!("{d} dims")));
         }
         for &at in &t.dims_at {
             assert_open_fails(&mut s, &bytes, at, &le64(u64::MAX), &what("dim u64::MAX"));
             assert_open_fails(&mut s, &bytes, at, &le64(1 << 62), &what("dim 2^62"));
             // Far larger than the file, but no overflow: the range check catches it.
-            assert_open_fails(
-                &mut s,
-                &bytes,
-                at,
-                &le64(len * 1024),
-                &what("dim past the end"),
-            );
+            assert_open_fails(&mut s, &bytes, at, &le64(len * 1024), &what("dim past the end"));
         }
         if t.type_id != 0 {
             // Quantized: a row length that is not a whole number of blocks.
-            assert_open_fails(
-                &mut s,
-                &bytes,
-                t.dims_at[0],
-                &le64(t.dims[0] + 1),
-                &what("partial block"),
-            );
+            assert_open_fails(&mut s, &bytes, t.dims_at[0], &le64(t.dims[0] + 1), &what("partial block"));
         }
         for ty in [4, 5, 31, 77, u32::MAX] {
-            assert_open_fails(
-                &mut s,
-                &bytes,
-                t.type_at,
-                &le32(ty),
-                &what(&format!("type id {ty}")),
-            );
+            assert_open_fails(&mut s, &bytes, t.type_at, &le32(ty), &what(&format!("type id {ty}")));
         }
-        for off in [
-            t.offset + 1,
-            t.offset + 16,
-            u64::MAX - 31,
-            len.next_multiple_of(32),
-        ] {
-            assert_open_fails(
-                &mut s,
-                &bytes,
-                t.offset_at,
-                &le64(off),
-                &what(&format!("offset {off}")),
-            );
+        for off in [t.offset + 1, t.offset + 16, u64::MAX - 31, len.next_multiple_of(32)] {
+            assert_open_fails(&mut s, &bytes, t.offset_at, &le64(off), &what(&format!("offset {off}")));
         }
     }
     // The last tensor's data ends exactly at the end of the file: one more
     // alignment step of offset, or one more row, runs past it.
     let last = &layout.tensors[n - 1];
-    assert_open_fails(
-        &mut s,
-        &bytes,
-        last.offset_at,
-        &le64(last.offset + 32),
-        "last tensor offset + 32",
-    );
+    assert_open_fails(&mut s, &bytes, last.offset_at, &le64(last.offset + 32), "last tensor offset + 32");
     let outer = *last.dims_at.last().expect("dims");
     let rows = *last.dims.last().expect("dims");
-    assert_open_fails(
-        &mut s,
-        &bytes,
-        outer,
-        &le64(rows + 1),
-        "last tensor one row longer",
-    );
+    assert_open_fails(&mut s, &bytes, outer, &le64(rows + 1), "last tensor one row longer");
 }
 
 /// Deterministic xorshift, so failures reproduce.

@@ -12,9 +12,7 @@ use graft_engine::model::TensorSource;
 use graft_engine::Error;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/models")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models").join(name)
 }
 
 /// A writable copy of a fixture model directory.
@@ -32,21 +30,12 @@ fn copy_fixture(name: &str) -> tempfile::TempDir {
 fn header(bytes: &[u8]) -> (Vec<String>, usize) {
     let len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
     let json: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).expect("header");
-    let names = json
-        .as_object()
-        .expect("header object")
-        .keys()
-        .filter(|k| *k != "__metadata__")
-        .cloned()
-        .collect();
+    let names = json.as_object().expect("header object").keys().filter(|k| *k != "__metadata__").cloned().collect();
     (names, 8 + len)
 }
 
 fn write_at(path: &Path, offset: usize, byte: u8) {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .expect("open for write");
+    let mut file = OpenOptions::new().write(true).open(path).expect("open for write");
     file.seek(SeekFrom::Start(offset as u64)).expect("seek");
     file.write_all(&[byte]).expect("write byte");
 }
@@ -64,10 +53,7 @@ fn open_and_load(dir: &Path, names: &[String]) -> Result<(), Error> {
 fn assert_format_error_naming(result: Result<(), Error>, file: &str, what: &str) {
     match result {
         Err(err @ Error::Format { .. }) => {
-            assert!(
-                err.to_string().contains(file),
-                "{what}: error does not name {file}: {err}"
-            )
+            assert!(err.to_string().contains(file), "{what}: error does not name {file}: {err}")
         }
         other => panic!("{what}: expected a Format error naming {file}, got {other:?}"),
     }
@@ -75,50 +61,22 @@ fn assert_format_error_naming(result: Result<(), Error>, file: &str, what: &str)
 
 #[test]
 fn fixtures_open_and_load_with_expected_shapes() {
-    for (name, lm_head) in [
-        ("tiny-llama", false),
-        ("tiny-qwen2", true),
-        ("tiny-qwen3", false),
-    ] {
+    for (name, lm_head) in [("tiny-llama", false), ("tiny-qwen2", true), ("tiny-qwen3", false)] {
         let hf = HfDir::open(&fixture(name)).expect("fixture opens");
-        let embed = hf
-            .load_f32("model.embed_tokens.weight")
-            .expect("embeddings");
+        let embed = hf.load_f32("model.embed_tokens.weight").expect("embeddings");
         assert_eq!(embed.shape, vec![512, 64], "{name}");
         assert!(embed.data.iter().all(|v| v.is_finite()), "{name}");
-        assert_eq!(
-            hf.contains("lm_head.weight"),
-            lm_head,
-            "{name}: tied embeddings"
-        );
-        assert!(
-            hf.config_json().expect("config")["hidden_size"] == 64,
-            "{name}"
-        );
+        assert_eq!(hf.contains("lm_head.weight"), lm_head, "{name}: tied embeddings");
+        assert!(hf.config_json().expect("config")["hidden_size"] == 64, "{name}");
         assert!(hf.tokenizer_json_path().is_some() && hf.tokenizer_config_path().is_some());
     }
     let qwen2 = HfDir::open(&fixture("tiny-qwen2")).expect("qwen2");
-    let bias = qwen2
-        .load_f32("model.layers.2.self_attn.k_proj.bias")
-        .expect("bias");
+    let bias = qwen2.load_f32("model.layers.2.self_attn.k_proj.bias").expect("bias");
     assert_eq!(bias.shape, vec![32]);
-    assert!(
-        bias.data.iter().any(|&v| v != 0.0),
-        "biases are random, not zero"
-    );
+    assert!(bias.data.iter().any(|&v| v != 0.0), "biases are random, not zero");
     let qwen3 = HfDir::open(&fixture("tiny-qwen3")).expect("qwen3");
-    assert_eq!(
-        qwen3
-            .shape("model.layers.0.self_attn.q_proj.weight")
-            .expect("q"),
-        vec![128, 64]
-    );
-    assert_eq!(
-        qwen3
-            .shape("model.layers.0.self_attn.q_norm.weight")
-            .expect("q_norm"),
-        vec![32]
-    );
+    assert_eq!(qwen3.shape("model.layers.0.self_attn.q_proj.weight").expect("q"), vec![128, 64]);
+    assert_eq!(qwen3.shape("model.layers.0.self_attn.q_norm.weight").expect("q_norm"), vec![32]);
 }
 
 #[test]
@@ -203,11 +161,7 @@ fn truncated_shard_is_a_format_error_naming_it() {
     let handle = OpenOptions::new().write(true).open(&path).expect("open");
     for cut in [len - 1, len / 2, 200, 9, 3, 0] {
         handle.set_len(cut).expect("truncate");
-        assert_format_error_naming(
-            HfDir::open(tmp.path()).map(drop),
-            file,
-            &format!("cut {cut}"),
-        );
+        assert_format_error_naming(HfDir::open(tmp.path()).map(drop), file, &format!("cut {cut}"));
     }
 }
 
@@ -216,18 +170,11 @@ fn truncated_index_is_a_format_error() {
     let tmp = copy_fixture("tiny-qwen2");
     let path = tmp.path().join("model.safetensors.index.json");
     let text = fs::read(&path).expect("read index");
-    let last_brace = text
-        .iter()
-        .rposition(|&b| b == b'}')
-        .expect("closing brace");
+    let last_brace = text.iter().rposition(|&b| b == b'}').expect("closing brace");
     for len in (0..last_brace).step_by(7) {
         fs::write(&path, &text[..len]).expect("write");
         let result = HfDir::open(tmp.path()).map(drop);
-        assert_format_error_naming(
-            result,
-            "model.safetensors.index.json",
-            &format!("cut {len}"),
-        );
+        assert_format_error_naming(result, "model.safetensors.index.json", &format!("cut {len}"));
     }
 }
 
@@ -235,18 +182,11 @@ fn truncated_index_is_a_format_error() {
 fn index_pointing_at_the_wrong_shard_is_missing_tensor() {
     let tmp = copy_fixture("tiny-qwen2");
     let path = tmp.path().join("model.safetensors.index.json");
-    let mut index: serde_json::Value =
-        serde_json::from_slice(&fs::read(&path).expect("read")).expect("index json");
+    let mut index: serde_json::Value = serde_json::from_slice(&fs::read(&path).expect("read")).expect("index json");
     let map = index["weight_map"].as_object_mut().expect("weight_map");
-    let shard = map["lm_head.weight"]
-        .as_str()
-        .expect("shard name")
-        .to_string();
-    let other = if shard.contains("00001") {
-        "model-00002-of-00003.safetensors"
-    } else {
-        "model-00001-of-00003.safetensors"
-    };
+    let shard = map["lm_head.weight"].as_str().expect("shard name").to_string();
+    let other =
+        if shard.contains("00001") { "model-00002-of-00003.safetensors" } else { "model-00001-of-00003.safetensors" };
     map.insert("lm_head.weight".into(), other.into());
     fs::write(&path, serde_json::to_vec(&index).expect("serialize")).expect("write");
     match HfDir::open(tmp.path()) {
@@ -264,19 +204,10 @@ fn broken_config_json_is_a_format_error_naming_it() {
     let path = tmp.path().join("config.json");
     let text = fs::read(&path).expect("read config");
     let hf = HfDir::open(tmp.path()).expect("open");
-    let last_brace = text
-        .iter()
-        .rposition(|&b| b == b'}')
-        .expect("closing brace");
+    let last_brace = text.iter().rposition(|&b| b == b'}').expect("closing brace");
     for len in (0..last_brace).step_by(5) {
-        File::create(&path)
-            .and_then(|mut f| f.write_all(&text[..len]))
-            .expect("write");
-        assert_format_error_naming(
-            hf.config_json().map(drop),
-            "config.json",
-            &format!("cut {len}"),
-        );
+        File::create(&path).and_then(|mut f| f.write_all(&text[..len])).expect("write");
+        assert_format_error_naming(hf.config_json().map(drop), "config.json", &format!("cut {len}"));
     }
     fs::remove_file(&path).expect("remove");
     assert!(matches!(hf.config_json(), Err(Error::Io { .. })));

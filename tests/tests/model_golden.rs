@@ -64,10 +64,9 @@ fn worst_logit_error(engine: &[f32], reference: &[f32]) -> (f32, usize) {
 
 fn check_model(name: &str) {
     let dir = fixtures_dir().join("models").join(name);
-    let reference: Reference = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("reference.json")).expect("reference.json is readable"),
-    )
-    .expect("reference.json parses");
+    let reference: Reference =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).expect("reference.json is readable"))
+            .expect("reference.json parses");
     let mut engine = Engine::load(&dir, &EngineOptions::default()).unwrap_or_else(|e| panic!("{name} loads: {e}"));
 
     let ids = engine.tokenizer().encode(&reference.prompt, reference.add_special_tokens).expect("prompt encodes");
@@ -91,9 +90,14 @@ fn check_model(name: &str) {
     let generation = engine.generate(&reference.input_ids, &params, |_| {}).expect("generates");
     assert_eq!(generation.tokens, reference.generated_ids, "{name}: greedy continuation");
 
-    let messages: Vec<ChatMessage> =
-        reference.chat.messages.iter().map(|m| ChatMessage { role: m.role.clone(), content: m.content.clone() }).collect();
-    let rendered = engine.tokenizer().apply_chat_template(&messages, reference.chat.add_generation_prompt).expect("renders");
+    let messages: Vec<ChatMessage> = reference
+        .chat
+        .messages
+        .iter()
+        .map(|m| ChatMessage { role: m.role.clone(), content: m.content.clone() })
+        .collect();
+    let rendered =
+        engine.tokenizer().apply_chat_template(&messages, reference.chat.add_generation_prompt).expect("renders");
     assert_eq!(rendered, reference.chat.rendered, "{name}: chat template");
     assert_eq!(engine.tokenizer().encode(&rendered, false).expect("encodes"), reference.chat.ids, "{name}: chat ids");
 }

@@ -94,7 +94,13 @@ fn assert_same(greedy: &Generation, spec: &Generation, streamed: &[u32], what: &
     );
 }
 
-fn spec_run(engine: &mut Engine, prompt: &[u32], params: &GenerateParams, drafter: &mut dyn Drafter, width: usize) -> (Generation, Vec<u32>) {
+fn spec_run(
+    engine: &mut Engine,
+    prompt: &[u32],
+    params: &GenerateParams,
+    drafter: &mut dyn Drafter,
+    width: usize,
+) -> (Generation, Vec<u32>) {
     let mut streamed = Vec::new();
     let generation = engine
         .generate_speculative(prompt, params, drafter, width, |t| streamed.push(t))
@@ -151,7 +157,13 @@ fn speculative_output_equals_greedy_on_tiny_models_with_adversarial_drafts() {
                 ("none", Box::new(NoDraft)),
                 ("lookup", Box::new(PromptLookup::new(&[prompt.clone(), truth.clone()], 1))),
                 ("text", Box::new(TextDraft::new(reference.clone()))),
-                ("composite", Box::new(CompositeDraft::new(TextDraft::new(reference), PromptLookup::new(std::slice::from_ref(&prompt), 2)))),
+                (
+                    "composite",
+                    Box::new(CompositeDraft::new(
+                        TextDraft::new(reference),
+                        PromptLookup::new(std::slice::from_ref(&prompt), 2),
+                    )),
+                ),
             ];
             for (name, mut drafter) in drafters {
                 let (spec, streamed) = spec_run(&mut engine, &prompt, &params, drafter.as_mut(), width);
@@ -202,9 +214,8 @@ fn speculative_output_equals_greedy_on_the_default_model_for_apply_prompts() {
     let mut cases: Vec<serde_json::Value> =
         data.lines().map(|line| serde_json::from_str(line).expect("dev case parses")).collect();
     // The three smallest cases keep the prefill cheap.
-    let size = |c: &serde_json::Value| {
-        c["original"].as_str().map_or(0, str::len) + c["update"].as_str().map_or(0, str::len)
-    };
+    let size =
+        |c: &serde_json::Value| c["original"].as_str().map_or(0, str::len) + c["update"].as_str().map_or(0, str::len);
     cases.sort_by_key(size);
     let eos = engine.tokenizer().eos_ids().to_vec();
     let mut accepted = 0;
@@ -213,7 +224,8 @@ fn speculative_output_equals_greedy_on_the_default_model_for_apply_prompts() {
         let prompt = apply_prompt(&engine, case);
         let tokens = |text: &str| engine.tokenizer().encode(text, false).expect("encodes");
         let field = |key: &str| case[key].as_str().unwrap_or_default();
-        let (original, update, expected) = (tokens(field("original")), tokens(field("update")), tokens(field("expected")));
+        let (original, update, expected) =
+            (tokens(field("original")), tokens(field("update")), tokens(field("expected")));
         let params = GenerateParams { max_tokens: OUTPUT_TOKENS, stop_ids: eos.clone() };
         let greedy = engine.generate(&prompt, &params, |_| {}).expect("greedy runs");
         let lookup = || PromptLookup::new(&[original.clone(), update.clone()], 2);

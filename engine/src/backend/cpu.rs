@@ -62,14 +62,22 @@ impl CpuBackend {
         }
         if start + t_len > c.max_position {
             return Err(Error::InvalidRequest {
-                reason: format!("positions up to {} exceed the model's context of {} tokens", start + t_len, c.max_position),
+                reason: format!(
+                    "positions up to {} exceed the model's context of {} tokens",
+                    start + t_len,
+                    c.max_position
+                ),
             });
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
-            return Err(Error::InvalidRequest { reason: format!("token id {bad} is outside the vocabulary ({})", c.vocab_size) });
+            return Err(Error::InvalidRequest {
+                reason: format!("token id {bad} is outside the vocabulary ({})", c.vocab_size),
+            });
         }
         if let Some(&bad) = logits_for.iter().find(|&&i| i >= t_len) {
-            return Err(Error::InvalidRequest { reason: format!("logits asked for row {bad} of a {t_len}-token batch") });
+            return Err(Error::InvalidRequest {
+                reason: format!("logits asked for row {bad} of a {t_len}-token batch"),
+            });
         }
         kv.reserve(seq, t_len)?;
 
@@ -189,7 +197,8 @@ impl CpuBackend {
         // so one task per (token, kv head) reads each K and V entry once for
         // the whole group.
         let mut out = vec![0.0f32; t_len * hq * d];
-        let task = GroupAttention { q: &q, keys, values, blocks, start, width, head_dim: d, group, kv_heads: hk, scale };
+        let task =
+            GroupAttention { q: &q, keys, values, blocks, start, width, head_dim: d, group, kv_heads: hk, scale };
         let use_avx2 = avx2_available();
         out.par_chunks_mut(group * d).enumerate().for_each(|(index, out_group)| {
             #[cfg(target_arch = "x86_64")]
@@ -232,7 +241,7 @@ impl GroupAttention<'_> {
         let (t, kv_head) = (index / self.kv_heads, index % self.kv_heads);
         let queries = &self.q[index * group * d..(index + 1) * group * d];
         let visible = self.start + t + 1; // causal: positions 0..=start+t
-        // (group, visible) scores, then probabilities.
+                                          // (group, visible) scores, then probabilities.
         let mut scores = vec![0.0f32; group * visible];
         // Plain loops, not closures: closures are separate functions and
         // would not inherit `run_avx2`'s target features.
@@ -305,7 +314,12 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// `offset` is the entry's start in a layer's K or V storage (rows of
 /// `width` values) plus `head_offset`.
 #[inline(always)]
-fn entries(blocks: &[BlockId], visible: usize, width: usize, head_offset: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+fn entries(
+    blocks: &[BlockId],
+    visible: usize,
+    width: usize,
+    head_offset: usize,
+) -> impl Iterator<Item = (usize, usize)> + '_ {
     (0..visible).map(move |position| {
         let base = blocks[position / BLOCK_TOKENS] as usize * BLOCK_TOKENS * width + head_offset;
         (position, base + (position % BLOCK_TOKENS) * width)

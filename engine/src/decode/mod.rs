@@ -69,23 +69,39 @@ impl GenerationStats {
     /// by the prefill, so it is not counted).
     pub fn decode_tokens_per_second(&self) -> f64 {
         let secs = self.decode.as_secs_f64();
-        if secs > 0.0 { self.output_tokens.saturating_sub(1) as f64 / secs } else { 0.0 }
+        if secs > 0.0 {
+            self.output_tokens.saturating_sub(1) as f64 / secs
+        } else {
+            0.0
+        }
     }
 
     pub fn prefill_tokens_per_second(&self) -> f64 {
         let secs = self.prefill.as_secs_f64();
-        if secs > 0.0 { self.prompt_tokens as f64 / secs } else { 0.0 }
+        if secs > 0.0 {
+            self.prompt_tokens as f64 / secs
+        } else {
+            0.0
+        }
     }
 
     /// Mean accepted draft tokens per step.
     pub fn accepted_per_step(&self) -> f64 {
-        if self.steps > 0 { self.accepted as f64 / self.steps as f64 } else { 0.0 }
+        if self.steps > 0 {
+            self.accepted as f64 / self.steps as f64
+        } else {
+            0.0
+        }
     }
 
     /// Output tokens per forward pass after the prefill (the prefill's token
     /// is not counted): 1.0 for plain greedy decoding.
     pub fn tokens_per_step(&self) -> f64 {
-        if self.steps > 0 { self.output_tokens.saturating_sub(1) as f64 / self.steps as f64 } else { 0.0 }
+        if self.steps > 0 {
+            self.output_tokens.saturating_sub(1) as f64 / self.steps as f64
+        } else {
+            0.0
+        }
     }
 
     /// Decode time outside drafting and forward passes (acceptance,

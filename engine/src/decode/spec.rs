@@ -79,7 +79,11 @@ pub fn decode_speculative(
 ) -> Result<Generation> {
     if seq.len() != prefilled.prompt_tokens {
         return Err(Error::InvalidRequest {
-            reason: format!("the sequence holds {} tokens, the prefilled prompt {}", seq.len(), prefilled.prompt_tokens),
+            reason: format!(
+                "the sequence holds {} tokens, the prefilled prompt {}",
+                seq.len(),
+                prefilled.prompt_tokens
+            ),
         });
     }
     let Speculation { drafter, width } = speculation;

@@ -50,7 +50,16 @@ impl AdaptiveWidth {
     /// A policy that never proposes more than `max_width` (at least 1)
     /// tokens.
     pub fn new(max_width: usize) -> Self {
-        Self { max_width: max_width.max(1), accepted: 0.0, rejected: 0.0, sw: 0.0, sx: 0.0, sy: 0.0, sxx: 0.0, sxy: 0.0 }
+        Self {
+            max_width: max_width.max(1),
+            accepted: 0.0,
+            rejected: 0.0,
+            sw: 0.0,
+            sx: 0.0,
+            sy: 0.0,
+            sxx: 0.0,
+            sxy: 0.0,
+        }
     }
 
     pub fn max_width(&self) -> usize {

@@ -201,7 +201,8 @@ impl KvCache {
         if tail_shared {
             let last = seq.blocks.len() - 1;
             let old = seq.blocks[last];
-            let copy = self.pool.allocate().ok_or(Error::KvCacheFull { needed: 1, free: 0, total: self.pool.total() })?;
+            let copy =
+                self.pool.allocate().ok_or(Error::KvCacheFull { needed: 1, free: 0, total: self.pool.total() })?;
             self.copy_block(old, copy);
             self.pool.release(old);
             seq.blocks[last] = copy;

@@ -54,9 +54,16 @@ impl Architecture {
 pub enum RopeScaling {
     None,
     /// Positions divided by `factor` (HF "linear").
-    Linear { factor: f32 },
+    Linear {
+        factor: f32,
+    },
     /// Llama 3.x frequency-dependent scaling (HF "llama3").
-    Llama3 { factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_max_position: usize },
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_max_position: usize,
+    },
 }
 
 /// Hyper-parameters of a model, validated by [`ModelConfig::validate`].
@@ -82,7 +89,9 @@ impl ModelConfig {
     /// file in errors.
     pub fn from_hf_json(json: &Value, path: &Path) -> Result<Self> {
         let key_str = |key: &str| -> Result<&str> {
-            json.get(key).and_then(Value::as_str).ok_or_else(|| Error::MissingKey { path: path.to_owned(), key: key.to_owned() })
+            json.get(key)
+                .and_then(Value::as_str)
+                .ok_or_else(|| Error::MissingKey { path: path.to_owned(), key: key.to_owned() })
         };
         let arch_name = match json.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str) {
             Some(name) => name,
@@ -90,11 +99,13 @@ impl ModelConfig {
         };
         let arch = Architecture::parse(arch_name, path)?;
         let usize_key = |key: &str| -> Result<usize> {
-            let value = json.get(key).ok_or_else(|| Error::MissingKey { path: path.to_owned(), key: key.to_owned() })?;
-            value
-                .as_u64()
-                .and_then(|v| usize::try_from(v).ok())
-                .ok_or_else(|| Error::BadKey { path: path.to_owned(), key: key.to_owned(), expected: "a non-negative integer".into() })
+            let value =
+                json.get(key).ok_or_else(|| Error::MissingKey { path: path.to_owned(), key: key.to_owned() })?;
+            value.as_u64().and_then(|v| usize::try_from(v).ok()).ok_or_else(|| Error::BadKey {
+                path: path.to_owned(),
+                key: key.to_owned(),
+                expected: "a non-negative integer".into(),
+            })
         };
         let f32_key = |key: &str, default: f32| -> Result<f32> {
             match json.get(key) {
@@ -153,7 +164,11 @@ impl ModelConfig {
         let key = |suffix: &str| format!("{arch_name}.{suffix}");
         let opt_u32 = |suffix: &str| -> Result<Option<u32>> {
             let k = key(suffix);
-            if gguf.get(&k).is_some() { gguf.get_u32(&k).map(Some) } else { Ok(None) }
+            if gguf.get(&k).is_some() {
+                gguf.get_u32(&k).map(Some)
+            } else {
+                Ok(None)
+            }
         };
         let hidden_size = gguf.get_u32(&key("embedding_length"))? as usize;
         let num_heads = gguf.get_u32(&key("attention.head_count"))? as usize;
@@ -166,7 +181,8 @@ impl ModelConfig {
             Some(v) => v as usize,
             None => gguf.get_array("tokenizer.ggml.tokens")?.len(),
         };
-        let rope_theta = if gguf.get(&key("rope.freq_base")).is_some() { gguf.get_f32(&key("rope.freq_base"))? } else { 10_000.0 };
+        let rope_theta =
+            if gguf.get(&key("rope.freq_base")).is_some() { gguf.get_f32(&key("rope.freq_base"))? } else { 10_000.0 };
         let rope_scaling = match gguf.get(&key("rope.scaling.type")) {
             None => RopeScaling::None,
             Some(_) => match gguf.get_str(&key("rope.scaling.type"))? {
@@ -203,7 +219,9 @@ impl ModelConfig {
     /// Rejects configurations the backends cannot run (zero sizes, heads
     /// that do not divide, odd head dimensions for RoPE).
     pub fn validate(&self, path: &Path) -> Result<()> {
-        let bad = |key: &str, expected: &str| Err(Error::BadKey { path: path.to_owned(), key: key.into(), expected: expected.into() });
+        let bad = |key: &str, expected: &str| {
+            Err(Error::BadKey { path: path.to_owned(), key: key.into(), expected: expected.into() })
+        };
         let sizes = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -240,9 +258,8 @@ impl ModelConfig {
     /// with the configured scaling applied, as transformers computes them.
     pub fn rope_inv_freq(&self) -> Vec<f32> {
         let half = self.head_dim / 2;
-        let base: Vec<f64> = (0..half)
-            .map(|i| 1.0 / (self.rope_theta as f64).powf((2 * i) as f64 / self.head_dim as f64))
-            .collect();
+        let base: Vec<f64> =
+            (0..half).map(|i| 1.0 / (self.rope_theta as f64).powf((2 * i) as f64 / self.head_dim as f64)).collect();
         match self.rope_scaling {
             RopeScaling::None => base.iter().map(|&f| f as f32).collect(),
             RopeScaling::Linear { factor } => base.iter().map(|&f| (f / factor as f64) as f32).collect(),

@@ -61,9 +61,8 @@ impl GgmlType {
     pub const ALL: [GgmlType; 32] = {
         use GgmlType::*;
         [
-            F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K,
-            IQ2_XXS, IQ2_XS, IQ3_XXS, IQ1_S, IQ4_NL, IQ3_S, IQ2_S, IQ4_XS, I8, I16, I32, I64, F64,
-            IQ1_M, BF16, TQ1_0, TQ2_0, MXFP4,
+            F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ2_XXS, IQ2_XS, IQ3_XXS,
+            IQ1_S, IQ4_NL, IQ3_S, IQ2_S, IQ4_XS, I8, I16, I32, I64, F64, IQ1_M, BF16, TQ1_0, TQ2_0, MXFP4,
         ]
     };
 
@@ -122,8 +121,8 @@ impl GgmlType {
         match self {
             F32 | F16 | BF16 | F64 | I8 | I16 | I32 | I64 => 1,
             Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 | IQ4_NL | MXFP4 => 32,
-            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K | IQ2_XXS | IQ2_XS | IQ3_XXS | IQ1_S
-            | IQ3_S | IQ2_S | IQ4_XS | IQ1_M | TQ1_0 | TQ2_0 => QK_K,
+            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K | IQ2_XXS | IQ2_XS | IQ3_XXS | IQ1_S | IQ3_S | IQ2_S | IQ4_XS
+            | IQ1_M | TQ1_0 | TQ2_0 => QK_K,
         }
     }
 
@@ -174,10 +173,7 @@ impl GgmlType {
     /// Whether [`dequantize`] converts this type.
     pub fn is_supported(self) -> bool {
         use GgmlType::*;
-        matches!(
-            self,
-            F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K
-        )
+        matches!(self, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K)
     }
 }
 
@@ -193,18 +189,9 @@ pub enum DequantError {
     #[error("data type {0} cannot be converted to f32")]
     Unsupported(GgmlType),
     #[error("{n_elements} elements is not a whole number of {ty} blocks of {block_size}")]
-    PartialBlock {
-        ty: GgmlType,
-        n_elements: usize,
-        block_size: usize,
-    },
+    PartialBlock { ty: GgmlType, n_elements: usize, block_size: usize },
     #[error("{n_elements} {ty} elements need {expected} bytes, found {found}")]
-    Length {
-        ty: GgmlType,
-        n_elements: usize,
-        expected: usize,
-        found: usize,
-    },
+    Length { ty: GgmlType, n_elements: usize, expected: usize, found: usize },
 }
 
 /// Blocks handed to one rayon task: large enough to amortize scheduling,
@@ -231,44 +218,27 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n_elements: usize) -> Result<Vec<f
         other => return Err(DequantError::Unsupported(other)),
     };
     let block_size = ty.block_size();
-    let expected = ty.bytes_for(n_elements).ok_or(DequantError::PartialBlock {
-        ty,
-        n_elements,
-        block_size,
-    })?;
+    let expected = ty.bytes_for(n_elements).ok_or(DequantError::PartialBlock { ty, n_elements, block_size })?;
     if bytes.len() != expected {
-        return Err(DequantError::Length {
-            ty,
-            n_elements,
-            expected,
-            found: bytes.len(),
-        });
+        return Err(DequantError::Length { ty, n_elements, expected, found: bytes.len() });
     }
     let type_size = ty.type_size();
     let mut out = vec![0f32; n_elements];
     // The plain float types are converted in runs of 256 elements per call
     // (the function loops over its chunk); block types one block per call.
-    let (elems_per_call, bytes_per_call) = if block_size == 1 {
-        (256, 256 * type_size)
-    } else {
-        (block_size, type_size)
-    };
+    let (elems_per_call, bytes_per_call) =
+        if block_size == 1 { (256, 256 * type_size) } else { (block_size, type_size) };
     let task_elems = elems_per_call * BLOCKS_PER_TASK;
     let task_bytes = bytes_per_call * BLOCKS_PER_TASK;
-    out.par_chunks_mut(task_elems)
-        .zip(bytes.par_chunks(task_bytes))
-        .for_each(|(dst, src)| {
-            if block_size == 1 {
-                block_fn(src, dst);
-            } else {
-                for (d, s) in dst
-                    .chunks_exact_mut(block_size)
-                    .zip(src.chunks_exact(type_size))
-                {
-                    block_fn(s, d);
-                }
+    out.par_chunks_mut(task_elems).zip(bytes.par_chunks(task_bytes)).for_each(|(dst, src)| {
+        if block_size == 1 {
+            block_fn(src, dst);
+        } else {
+            for (d, s) in dst.chunks_exact_mut(block_size).zip(src.chunks_exact(type_size)) {
+                block_fn(s, d);
             }
-        });
+        }
+    });
     Ok(out)
 }
 
@@ -405,10 +375,7 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        (
-            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
+        ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
     }
 }
 
@@ -484,16 +451,12 @@ pub(crate) mod tests {
 
     pub(crate) fn read_f32s(path: &std::path::Path) -> Vec<f32> {
         let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
+        bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
     }
 
     pub(crate) fn manifest() -> serde_json::Value {
         let path = fixture_dir().join("manifest.json");
-        let text =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_json::from_str(&text).expect("manifest.json parses")
     }
 
@@ -506,22 +469,14 @@ pub(crate) mod tests {
         let mut seen = Vec::new();
         for case in cases {
             let name = case["type"].as_str().expect("type");
-            let ty = GgmlType::ALL
-                .into_iter()
-                .find(|t| t.name() == name)
-                .expect("known type");
+            let ty = GgmlType::ALL.into_iter().find(|t| t.name() == name).expect("known type");
             let n = case["n_elements"].as_u64().expect("n") as usize;
-            let raw = std::fs::read(fixture_dir().join(case["raw"].as_str().expect("raw")))
-                .expect("raw file");
+            let raw = std::fs::read(fixture_dir().join(case["raw"].as_str().expect("raw"))).expect("raw file");
             let want = read_f32s(&fixture_dir().join(case["ref"].as_str().expect("ref")));
             let got = dequantize(ty, &raw, n).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(got.len(), want.len(), "{name}");
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert_eq!(
-                    g.to_bits(),
-                    w.to_bits(),
-                    "{name} element {i}: got {g}, gguf-py {w}"
-                );
+                assert_eq!(g.to_bits(), w.to_bits(), "{name} element {i}: got {g}, gguf-py {w}");
             }
             seen.push(ty);
         }
@@ -552,20 +507,10 @@ pub(crate) mod tests {
     fn wrong_lengths_and_unsupported_types_are_errors() {
         assert!(matches!(
             dequantize(GgmlType::Q4_0, &[0; 17], 32),
-            Err(DequantError::Length {
-                expected: 18,
-                found: 17,
-                ..
-            })
+            Err(DequantError::Length { expected: 18, found: 17, .. })
         ));
-        assert!(matches!(
-            dequantize(GgmlType::Q4_0, &[0; 18], 31),
-            Err(DequantError::PartialBlock { .. })
-        ));
-        assert_eq!(
-            dequantize(GgmlType::IQ2_XS, &[0; 74], 256),
-            Err(DequantError::Unsupported(GgmlType::IQ2_XS))
-        );
+        assert!(matches!(dequantize(GgmlType::Q4_0, &[0; 18], 31), Err(DequantError::PartialBlock { .. })));
+        assert_eq!(dequantize(GgmlType::IQ2_XS, &[0; 74], 256), Err(DequantError::Unsupported(GgmlType::IQ2_XS)));
     }
 
     #[test]
@@ -583,21 +528,9 @@ pub(crate) mod tests {
         let n = 256 * BLOCKS_PER_TASK + 3;
         let values: Vec<f32> = (0..n).map(|i| i as f32 * 0.25).collect();
         let f32_bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert_eq!(
-            dequantize(GgmlType::F32, &f32_bytes, n).expect("f32"),
-            values
-        );
-        let bf16_bytes: Vec<u8> = values
-            .iter()
-            .flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
-            .collect();
-        let small: Vec<f32> = values
-            .iter()
-            .map(|v| f32::from_bits(v.to_bits() & 0xFFFF_0000))
-            .collect();
-        assert_eq!(
-            dequantize(GgmlType::BF16, &bf16_bytes, n).expect("bf16"),
-            small
-        );
+        assert_eq!(dequantize(GgmlType::F32, &f32_bytes, n).expect("f32"), values);
+        let bf16_bytes: Vec<u8> = values.iter().flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes()).collect();
+        let small: Vec<f32> = values.iter().map(|v| f32::from_bits(v.to_bits() & 0xFFFF_0000)).collect();
+        assert_eq!(dequantize(GgmlType::BF16, &bf16_bytes, n).expect("bf16"), small);
     }
 }

@@ -167,17 +167,11 @@ impl GgufFile {
     /// Maps and validates the file: header, every metadata value, every tensor
     /// info, the alignment and every tensor's byte range.
     pub fn open(path: &Path) -> Result<Self> {
-        let io = |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |source| Error::Io { path: path.to_path_buf(), source };
         let file = File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         if len < HEADER_LEN as u64 {
-            return Err(format_error(
-                path,
-                format!("file is {len} bytes, shorter than the {HEADER_LEN}-byte header"),
-            ));
+            return Err(format_error(path, format!("file is {len} bytes, shorter than the {HEADER_LEN}-byte header")));
         }
         // SAFETY: the map is read-only and private to this struct. As with any
         // mmap, another process truncating or rewriting the file while it is
@@ -226,10 +220,7 @@ impl GgufFile {
     }
 
     fn require(&self, key: &str) -> Result<&MetaValue> {
-        self.get(key).ok_or_else(|| Error::MissingKey {
-            path: self.path.clone(),
-            key: key.to_owned(),
-        })
+        self.get(key).ok_or_else(|| Error::MissingKey { path: self.path.clone(), key: key.to_owned() })
     }
 
     fn bad_key(&self, key: &str, expected: &str, found: &MetaValue) -> Error {
@@ -247,14 +238,8 @@ impl GgufFile {
             MetaValue::Bool(v) => v.to_string(),
             MetaValue::String(_) | MetaValue::Array(_) => String::new(),
         };
-        let found = format!("{} {value}", found.type_name())
-            .trim_end()
-            .to_owned();
-        Error::BadKey {
-            path: self.path.clone(),
-            key: key.to_owned(),
-            expected: format!("{expected}, found {found}"),
-        }
+        let found = format!("{} {value}", found.type_name()).trim_end().to_owned();
+        Error::BadKey { path: self.path.clone(), key: key.to_owned(), expected: format!("{expected}, found {found}") }
     }
 
     pub fn get_str(&self, key: &str) -> Result<&str> {
@@ -378,10 +363,7 @@ impl GgufFile {
     }
 
     fn missing(&self, name: &str) -> Error {
-        Error::MissingTensor {
-            path: self.path.clone(),
-            tensor: name.to_owned(),
-        }
+        Error::MissingTensor { path: self.path.clone(), tensor: name.to_owned() }
     }
 }
 
@@ -395,26 +377,19 @@ impl TensorSource for GgufFile {
     }
 
     fn shape(&self, name: &str) -> Result<Vec<usize>> {
-        self.tensor_info(name)
-            .map(TensorInfo::shape)
-            .ok_or_else(|| self.missing(name))
+        self.tensor_info(name).map(TensorInfo::shape).ok_or_else(|| self.missing(name))
     }
 
     fn load_f32(&self, name: &str) -> Result<HostTensor> {
         let info = self.tensor_info(name).ok_or_else(|| self.missing(name))?;
         let bytes = self.tensor_bytes(name)?;
         let data = dequantize(info.ggml_type, bytes, info.n_elements()).map_err(|e| match e {
-            DequantError::Unsupported(ty) => Error::TensorDtype {
-                path: self.path.clone(),
-                tensor: name.to_owned(),
-                dtype: ty.name().to_owned(),
-            },
+            DequantError::Unsupported(ty) => {
+                Error::TensorDtype { path: self.path.clone(), tensor: name.to_owned(), dtype: ty.name().to_owned() }
+            }
             other => format_error(&self.path, format!("tensor `{name}`: {other}")),
         })?;
-        Ok(HostTensor {
-            shape: info.shape(),
-            data,
-        })
+        Ok(HostTensor { shape: info.shape(), data })
     }
 
     /// Quantized blocks stay as they are in the file; see [`Matrix`].
@@ -430,11 +405,7 @@ impl TensorSource for GgufFile {
 }
 
 fn format_error(path: &Path, what: String) -> Error {
-    Error::Format {
-        path: path.to_path_buf(),
-        format: "GGUF",
-        what,
-    }
+    Error::Format { path: path.to_path_buf(), format: "GGUF", what }
 }
 
 /// Everything [`parse`] extracts from the bytes.
@@ -458,11 +429,7 @@ fn parse(buf: &[u8]) -> Result<Parsed, String> {
     let version = r.u32("version")?;
     match version {
         2 | 3 => {}
-        1 => {
-            return Err(
-                "GGUF version 1 is not supported (only 2 and 3); re-convert the model".to_owned(),
-            )
-        }
+        1 => return Err("GGUF version 1 is not supported (only 2 and 3); re-convert the model".to_owned()),
         v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => {
             return Err("big-endian GGUF files are not supported".to_owned())
         }
@@ -472,24 +439,16 @@ fn parse(buf: &[u8]) -> Result<Parsed, String> {
     let kv_count = r.u64("metadata count")?;
     let rest = r.remaining() as u64;
     if kv_count > rest / MIN_KV_LEN as u64 {
-        return Err(format!(
-            "metadata count {kv_count} cannot fit in the {rest} bytes after the header"
-        ));
+        return Err(format!("metadata count {kv_count} cannot fit in the {rest} bytes after the header"));
     }
     if tensor_count > rest / MIN_TENSOR_INFO_LEN as u64 {
-        return Err(format!(
-            "tensor count {tensor_count} cannot fit in the {rest} bytes after the header"
-        ));
+        return Err(format!("tensor count {tensor_count} cannot fit in the {rest} bytes after the header"));
     }
 
     let mut metadata = BTreeMap::new();
     for i in 0..kv_count {
-        let key = r
-            .string("metadata key")
-            .map_err(|e| format!("metadata entry #{i}: {e}"))?;
-        let value = r
-            .value(0)
-            .map_err(|e| format!("metadata key `{key}`: {e}"))?;
+        let key = r.string("metadata key").map_err(|e| format!("metadata entry #{i}: {e}"))?;
+        let value = r.value(0).map_err(|e| format!("metadata key `{key}`: {e}"))?;
         if metadata.insert(key.clone(), value).is_some() {
             return Err(format!("metadata key `{key}` appears twice"));
         }
@@ -499,11 +458,7 @@ fn parse(buf: &[u8]) -> Result<Parsed, String> {
         None => DEFAULT_ALIGNMENT,
         Some(v) => match v.as_integer().and_then(|a| u32::try_from(a).ok()) {
             Some(a) if a.is_power_of_two() => u64::from(a),
-            _ => {
-                return Err(format!(
-                    "general.alignment must be a nonzero power of two, found {v:?}"
-                ))
-            }
+            _ => return Err(format!("general.alignment must be a nonzero power of two, found {v:?}")),
         },
     };
 
@@ -512,9 +467,7 @@ fn parse(buf: &[u8]) -> Result<Parsed, String> {
     let mut by_name = BTreeMap::new();
     let mut sizes = Vec::with_capacity(tensor_count as usize);
     for i in 0..tensor_count {
-        let (info, n_bytes) = r
-            .tensor_info()
-            .map_err(|e| format!("tensor info #{i}: {e}"))?;
+        let (info, n_bytes) = r.tensor_info().map_err(|e| format!("tensor info #{i}: {e}"))?;
         if by_name.insert(info.name.clone(), tensors.len()).is_some() {
             return Err(format!("tensor `{}` appears twice", info.name));
         }
@@ -605,9 +558,7 @@ impl<'a> Reader<'a> {
         }
         let start = self.pos;
         let bytes = self.take(len as usize, what)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|e| format!("{what} at byte {start} is not UTF-8: {e}"))
+        std::str::from_utf8(bytes).map(str::to_owned).map_err(|e| format!("{what} at byte {start} is not UTF-8: {e}"))
     }
 
     /// Reads a type tag and the value after it.
@@ -628,24 +579,14 @@ impl<'a> Reader<'a> {
             7 => match self.array::<1>("bool")? {
                 [0] => MetaValue::Bool(false),
                 [1] => MetaValue::Bool(true),
-                [b] => {
-                    return Err(format!(
-                        "bool byte {b} at byte {} is neither 0 nor 1",
-                        self.pos - 1
-                    ))
-                }
+                [b] => return Err(format!("bool byte {b} at byte {} is neither 0 nor 1", self.pos - 1)),
             },
             8 => MetaValue::String(self.string("string")?),
             9 => self.array_value(depth)?,
             10 => MetaValue::U64(u64::from_le_bytes(self.array("u64")?)),
             11 => MetaValue::I64(i64::from_le_bytes(self.array("i64")?)),
             12 => MetaValue::F64(f64::from_le_bytes(self.array("f64")?)),
-            other => {
-                return Err(format!(
-                    "unknown value type {other} at byte {}",
-                    self.pos - 4
-                ))
-            }
+            other => return Err(format!("unknown value type {other} at byte {}", self.pos - 4)),
         })
     }
 
@@ -662,12 +603,7 @@ impl<'a> Reader<'a> {
             4..=6 => 4,
             8 | 10..=12 => 8,
             9 => 4 + 8,
-            other => {
-                return Err(format!(
-                    "unknown array element type {other} at byte {}",
-                    len_pos - 4
-                ))
-            }
+            other => return Err(format!("unknown array element type {other} at byte {}", len_pos - 4)),
         };
         if len > self.remaining() as u64 / min_elem_len {
             return Err(format!(
@@ -677,10 +613,7 @@ impl<'a> Reader<'a> {
         }
         let mut items = Vec::with_capacity(len as usize);
         for i in 0..len {
-            items.push(
-                self.typed_value(elem_ty, depth + 1)
-                    .map_err(|e| format!("element {i}: {e}"))?,
-            );
+            items.push(self.typed_value(elem_ty, depth + 1).map_err(|e| format!("element {i}: {e}"))?);
         }
         Ok(MetaValue::Array(items))
     }
@@ -710,22 +643,12 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| ctx(format!("dimensions {dims:?} overflow the element count")))?;
         let block = ggml_type.block_size() as u64;
         if dims.first().is_some_and(|&d0| d0 % block != 0) || (dims.is_empty() && block != 1) {
-            return Err(ctx(format!(
-                "row length {dims:?}[0] is not a multiple of the {ggml_type} block size {block}"
-            )));
+            return Err(ctx(format!("row length {dims:?}[0] is not a multiple of the {ggml_type} block size {block}")));
         }
         let n_bytes = ggml_type
             .bytes_for(n_elements as usize)
             .ok_or_else(|| ctx(format!("dimensions {dims:?} overflow the byte size")))?;
-        Ok((
-            TensorInfo {
-                name,
-                dims,
-                ggml_type,
-                offset,
-            },
-            n_bytes as u64,
-        ))
+        Ok((TensorInfo { name, dims, ggml_type, offset }, n_bytes as u64))
     }
 }
 
@@ -767,9 +690,7 @@ mod tests {
             }
             MetaValue::Array(items) => {
                 let mut b = Vec::new();
-                let elem_tag = items.first().map_or(4, |i| {
-                    u32::from_le_bytes(enc(i)[..4].try_into().expect("tag"))
-                });
+                let elem_tag = items.first().map_or(4, |i| u32::from_le_bytes(enc(i)[..4].try_into().expect("tag")));
                 b.extend_from_slice(&elem_tag.to_le_bytes());
                 b.extend_from_slice(&(items.len() as u64).to_le_bytes());
                 for i in items {
@@ -788,12 +709,7 @@ mod tests {
 
     impl Builder {
         fn new() -> Self {
-            Builder {
-                version: 3,
-                kvs: Vec::new(),
-                tensors: Vec::new(),
-                alignment: 32,
-            }
+            Builder { version: 3, kvs: Vec::new(), tensors: Vec::new(), alignment: 32 }
         }
 
         fn kv(mut self, key: &str, v: MetaValue) -> Self {
@@ -807,8 +723,7 @@ mod tests {
         }
 
         fn tensor(mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> Self {
-            self.tensors
-                .push((name.to_owned(), dims.to_vec(), ty.id(), data));
+            self.tensors.push((name.to_owned(), dims.to_vec(), ty.id(), data));
             self
         }
 
@@ -832,17 +747,11 @@ mod tests {
                 out.extend_from_slice(&offset.to_le_bytes());
                 offset = (offset + data.len() as u64).next_multiple_of(self.alignment);
             }
-            out.resize(
-                (out.len() as u64).next_multiple_of(self.alignment) as usize,
-                0,
-            );
+            out.resize((out.len() as u64).next_multiple_of(self.alignment) as usize, 0);
             // Padding between tensors but not after the last, as gguf-py writes.
             for (i, (_, _, _, data)) in self.tensors.iter().enumerate() {
                 if i > 0 {
-                    out.resize(
-                        (out.len() as u64).next_multiple_of(self.alignment) as usize,
-                        0,
-                    );
+                    out.resize((out.len() as u64).next_multiple_of(self.alignment) as usize, 0);
                 }
                 out.extend_from_slice(data);
             }
@@ -876,32 +785,12 @@ mod tests {
             .kv("tokenizer.add_bos", MetaValue::Bool(true))
             .kv(
                 "tokenizer.tokens",
-                MetaValue::Array(vec![
-                    MetaValue::String("a".into()),
-                    MetaValue::String("bé".into()),
-                ]),
+                MetaValue::Array(vec![MetaValue::String("a".into()), MetaValue::String("bé".into())]),
             )
-            .kv(
-                "tokenizer.types",
-                MetaValue::Array(vec![MetaValue::I32(1), MetaValue::I32(-3)]),
-            )
-            .kv(
-                "scores",
-                MetaValue::Array(vec![MetaValue::F32(0.5), MetaValue::F32(-1.0)]),
-            )
-            .kv(
-                "nested",
-                MetaValue::Array(vec![
-                    MetaValue::Array(vec![MetaValue::U8(1)]),
-                    MetaValue::Array(vec![]),
-                ]),
-            )
-            .tensor(
-                "w",
-                &[3, 2],
-                GgmlType::F32,
-                f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
-            )
+            .kv("tokenizer.types", MetaValue::Array(vec![MetaValue::I32(1), MetaValue::I32(-3)]))
+            .kv("scores", MetaValue::Array(vec![MetaValue::F32(0.5), MetaValue::F32(-1.0)]))
+            .kv("nested", MetaValue::Array(vec![MetaValue::Array(vec![MetaValue::U8(1)]), MetaValue::Array(vec![])]))
+            .tensor("w", &[3, 2], GgmlType::F32, f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))
             .tensor("v", &[2], GgmlType::F32, f32_bytes(&[7.0, 8.0]))
     }
 
@@ -917,24 +806,12 @@ mod tests {
         assert_eq!(g.get_f32("llama.eps").expect("f32"), 1e-5);
         assert_eq!(g.get_f32("llama.theta").expect("f64"), 10000.0);
         assert!(g.get_bool("tokenizer.add_bos").expect("bool"));
-        assert_eq!(
-            g.get_str_array("tokenizer.tokens").expect("strs"),
-            vec!["a", "bé"]
-        );
-        assert_eq!(
-            g.get_i32_array("tokenizer.types").expect("i32s"),
-            vec![1, -3]
-        );
+        assert_eq!(g.get_str_array("tokenizer.tokens").expect("strs"), vec!["a", "bé"]);
+        assert_eq!(g.get_i32_array("tokenizer.types").expect("i32s"), vec![1, -3]);
         assert_eq!(g.get_f32_array("scores").expect("f32s"), vec![0.5, -1.0]);
         assert_eq!(g.get_array("nested").expect("nested").len(), 2);
-        assert!(matches!(
-            g.get_str_array("tokenizer.types"),
-            Err(Error::BadKey { .. })
-        ));
-        assert!(matches!(
-            g.get_str("llama.block_count"),
-            Err(Error::BadKey { .. })
-        ));
+        assert!(matches!(g.get_str_array("tokenizer.types"), Err(Error::BadKey { .. })));
+        assert!(matches!(g.get_str("llama.block_count"), Err(Error::BadKey { .. })));
         assert!(matches!(g.get_str("nope"), Err(Error::MissingKey { key, .. }) if key == "nope"));
         assert_eq!(g.get_u32_opt("nope").expect("absent is fine"), None);
         assert!(g.get_u32_opt("llama.eps").is_err());
@@ -963,10 +840,7 @@ mod tests {
         for v in [0, 1, 4, 0x0300_0000] {
             b.version = v;
             let err = open_bytes(&b.build()).expect_err("bad version").to_string();
-            assert!(
-                err.contains("version") || err.contains("big-endian"),
-                "{err}"
-            );
+            assert!(err.contains("version") || err.contains("big-endian"), "{err}");
         }
     }
 
@@ -974,11 +848,7 @@ mod tests {
     fn every_truncation_is_an_error() {
         let bytes = sample().build();
         for n in 0..bytes.len() {
-            assert!(
-                open_bytes(&bytes[..n]).is_err(),
-                "truncated to {n} of {} bytes opened",
-                bytes.len()
-            );
+            assert!(open_bytes(&bytes[..n]).is_err(), "truncated to {n} of {} bytes opened", bytes.len());
         }
     }
 
@@ -986,16 +856,12 @@ mod tests {
     fn unsupported_type_is_a_typed_error_at_load() {
         let b = Builder::new().tensor("q", &[256], GgmlType::IQ2_XS, vec![0; 74]);
         let g = open_bytes(&b.build()).expect("known type opens");
-        assert!(
-            matches!(g.load_f32("q"), Err(Error::TensorDtype { dtype, .. }) if dtype == "IQ2_XS")
-        );
+        assert!(matches!(g.load_f32("q"), Err(Error::TensorDtype { dtype, .. }) if dtype == "IQ2_XS"));
     }
 
     #[test]
     fn bad_tensor_tables_are_rejected() {
-        let unknown = Builder::new()
-            .tensor("t", &[4], GgmlType::F32, vec![0; 16])
-            .build();
+        let unknown = Builder::new().tensor("t", &[4], GgmlType::F32, vec![0; 16]).build();
         // Type id sits right after the name (8 + 1 bytes), n_dims and one dim.
         let mut patched = unknown.clone();
         let info = HEADER_LEN + 8 + 1 + 4 + 8;
@@ -1008,9 +874,7 @@ mod tests {
             Builder::new().tensor("t", &[u64::MAX, 2], GgmlType::F32, vec![]),
             Builder::new().tensor("t", &[1 << 62, 4], GgmlType::F32, vec![]),
             Builder::new().tensor("t", &[33], GgmlType::Q4_0, vec![0; 18]),
-            Builder::new()
-                .tensor("t", &[4], GgmlType::F32, vec![0; 16])
-                .tensor("t", &[4], GgmlType::F32, vec![0; 16]),
+            Builder::new().tensor("t", &[4], GgmlType::F32, vec![0; 16]).tensor("t", &[4], GgmlType::F32, vec![0; 16]),
         ];
         for (i, b) in cases.iter().enumerate() {
             assert!(open_bytes(&b.build()).is_err(), "case {i} opened");
@@ -1020,10 +884,7 @@ mod tests {
         let mut misaligned = unknown.clone();
         let off = info + 4;
         misaligned[off..off + 8].copy_from_slice(&4u64.to_le_bytes());
-        assert!(open_bytes(&misaligned)
-            .expect_err("misaligned")
-            .to_string()
-            .contains("alignment"));
+        assert!(open_bytes(&misaligned).expect_err("misaligned").to_string().contains("alignment"));
         let mut far = unknown;
         far[off..off + 8].copy_from_slice(&(u64::MAX - 31).to_le_bytes());
         assert!(open_bytes(&far).is_err());
@@ -1065,50 +926,24 @@ mod tests {
             v.extend_from_slice(&[0; 12]);
             v
         };
-        for (i, raw) in [
-            huge_string,
-            huge_array,
-            unknown_type,
-            unknown_elem,
-            bad_bool,
-            bad_utf8,
-            deep,
-        ]
-        .into_iter()
-        .enumerate()
+        for (i, raw) in
+            [huge_string, huge_array, unknown_type, unknown_elem, bad_bool, bad_utf8, deep].into_iter().enumerate()
         {
-            let b = Builder::new()
-                .kv("general.architecture", MetaValue::String("llama".into()))
-                .raw_kv("k", raw);
+            let b = Builder::new().kv("general.architecture", MetaValue::String("llama".into())).raw_kv("k", raw);
             assert!(open_bytes(&b.build()).is_err(), "case {i} opened");
         }
-        let dup = Builder::new()
-            .kv("a", MetaValue::U8(1))
-            .kv("a", MetaValue::U8(2));
+        let dup = Builder::new().kv("a", MetaValue::U8(1)).kv("a", MetaValue::U8(2));
         assert!(open_bytes(&dup.build()).is_err());
-        for align in [
-            MetaValue::U32(0),
-            MetaValue::U32(24),
-            MetaValue::String("32".into()),
-        ] {
+        for align in [MetaValue::U32(0), MetaValue::U32(24), MetaValue::String("32".into())] {
             let b = Builder::new().kv("general.alignment", align);
-            assert!(open_bytes(&b.build())
-                .expect_err("bad alignment")
-                .to_string()
-                .contains("alignment"));
+            assert!(open_bytes(&b.build()).expect_err("bad alignment").to_string().contains("alignment"));
         }
         let mut counts = sample().build();
         counts[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(open_bytes(&counts)
-            .expect_err("tensor count")
-            .to_string()
-            .contains("tensor count"));
+        assert!(open_bytes(&counts).expect_err("tensor count").to_string().contains("tensor count"));
         let mut counts = sample().build();
         counts[16..24].copy_from_slice(&(1u64 << 40).to_le_bytes());
-        assert!(open_bytes(&counts)
-            .expect_err("kv count")
-            .to_string()
-            .contains("metadata count"));
+        assert!(open_bytes(&counts).expect_err("kv count").to_string().contains("metadata count"));
     }
 
     /// Opens the real default model, dequantizes every tensor, and compares
@@ -1117,31 +952,18 @@ mod tests {
     fn default_model_dequantizes_like_gguf_py() {
         use crate::model::dequant::tests::{fixture_dir, manifest, read_f32s};
         let path = crate::home::default_model_path();
-        assert!(
-            path.exists(),
-            "default model not found at {}: run `graft models fetch` first",
-            path.display()
-        );
+        assert!(path.exists(), "default model not found at {}: run `graft models fetch` first", path.display());
         let g = GgufFile::open(&path).expect("default model opens");
         assert_eq!(g.architecture().expect("arch"), "llama");
         let manifest = manifest();
-        let tensors = manifest["model"]["tensors"]
-            .as_array()
-            .expect("model tensors");
+        let tensors = manifest["model"]["tensors"].as_array().expect("model tensors");
         assert!(!tensors.is_empty());
-        let compared: Vec<&str> = tensors
-            .iter()
-            .map(|c| c["name"].as_str().expect("name"))
-            .collect();
+        let compared: Vec<&str> = tensors.iter().map(|c| c["name"].as_str().expect("name")).collect();
         let mut loaded = std::collections::HashMap::new();
         for info in g.tensor_infos() {
             let t = g.load_f32(&info.name).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(t.data.len(), info.n_elements());
-            assert!(
-                t.data.iter().all(|v| v.is_finite()),
-                "{}: non-finite value",
-                info.name
-            );
+            assert!(t.data.iter().all(|v| v.is_finite()), "{}: non-finite value", info.name);
             if compared.contains(&info.name.as_str()) {
                 loaded.insert(info.name.clone(), t);
             }
@@ -1149,46 +971,22 @@ mod tests {
         for case in tensors {
             let name = case["name"].as_str().expect("name");
             let t = &loaded[name];
-            let shape: Vec<usize> = case["shape"]
-                .as_array()
-                .expect("shape")
-                .iter()
-                .map(|d| d.as_u64().expect("dim") as usize)
-                .collect();
+            let shape: Vec<usize> =
+                case["shape"].as_array().expect("shape").iter().map(|d| d.as_u64().expect("dim") as usize).collect();
             assert_eq!(t.shape, shape, "{name}");
-            assert_eq!(
-                g.tensor_info(name).expect("info").ggml_type.name(),
-                case["type"].as_str().expect("type")
-            );
+            assert_eq!(g.tensor_info(name).expect("info").ggml_type.name(), case["type"].as_str().expect("type"));
             let edge = case["edge"].as_u64().expect("edge") as usize;
             let want = read_f32s(&fixture_dir().join(case["ref"].as_str().expect("ref")));
-            let got: Vec<f32> = t.data[..edge]
-                .iter()
-                .chain(&t.data[t.data.len() - edge..])
-                .copied()
-                .collect();
+            let got: Vec<f32> = t.data[..edge].iter().chain(&t.data[t.data.len() - edge..]).copied().collect();
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                assert_eq!(
-                    a.to_bits(),
-                    b.to_bits(),
-                    "{name} edge value {i}: got {a}, gguf-py {b}"
-                );
+                assert_eq!(a.to_bits(), b.to_bits(), "{name} edge value {i}: got {a}, gguf-py {b}");
             }
             // Whole-tensor sums: f64 accumulation, so only the summation order differs.
             let sum: f64 = t.data.iter().map(|&v| f64::from(v)).sum();
             let sum_sq: f64 = t.data.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
-            let (want_sum, want_sq) = (
-                case["sum"].as_f64().expect("sum"),
-                case["sum_sq"].as_f64().expect("sum_sq"),
-            );
-            assert!(
-                (sum - want_sum).abs() <= 1e-9 * want_sq.max(1.0),
-                "{name}: sum {sum} vs {want_sum}"
-            );
-            assert!(
-                (sum_sq - want_sq).abs() <= 1e-9 * want_sq.max(1.0),
-                "{name}: sum_sq {sum_sq} vs {want_sq}"
-            );
+            let (want_sum, want_sq) = (case["sum"].as_f64().expect("sum"), case["sum_sq"].as_f64().expect("sum_sq"));
+            assert!((sum - want_sum).abs() <= 1e-9 * want_sq.max(1.0), "{name}: sum {sum} vs {want_sum}");
+            assert!((sum_sq - want_sq).abs() <= 1e-9 * want_sq.max(1.0), "{name}: sum_sq {sum_sq} vs {want_sq}");
         }
     }
 

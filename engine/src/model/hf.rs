@@ -67,11 +67,7 @@ impl HfDir {
     pub fn open(dir: &Path) -> Result<HfDir> {
         let single = dir.join(SINGLE_FILE);
         let index = dir.join(INDEX_FILE);
-        let mut hf = HfDir {
-            dir: dir.to_path_buf(),
-            shards: Vec::new(),
-            tensors: HashMap::new(),
-        };
+        let mut hf = HfDir { dir: dir.to_path_buf(), shards: Vec::new(), tensors: HashMap::new() };
         if single.is_file() {
             let shard = Shard::open(&single)?;
             hf.tensors = shard.entries(0)?;
@@ -89,14 +85,10 @@ impl HfDir {
     }
 
     fn open_sharded(&mut self, index_path: &Path) -> Result<()> {
-        let bad_index = |what: String| Error::Format {
-            path: index_path.to_path_buf(),
-            format: "safetensors index",
-            what,
-        };
+        let bad_index =
+            |what: String| Error::Format { path: index_path.to_path_buf(), format: "safetensors index", what };
         let bytes = read_file(index_path)?;
-        let index: ShardIndex =
-            serde_json::from_slice(&bytes).map_err(|e| bad_index(e.to_string()))?;
+        let index: ShardIndex = serde_json::from_slice(&bytes).map_err(|e| bad_index(e.to_string()))?;
         if index.weight_map.is_empty() {
             return Err(bad_index("weight_map is empty".to_string()));
         }
@@ -106,9 +98,7 @@ impl HfDir {
             // Shards live in the directory itself; refuse anything that could
             // point elsewhere.
             if !is_plain_file_name(file) {
-                return Err(bad_index(format!(
-                    "tensor `{tensor}` maps to `{file}`, which is not a plain file name"
-                )));
+                return Err(bad_index(format!("tensor `{tensor}` maps to `{file}`, which is not a plain file name")));
             }
             let (shard_no, entries) = match by_file.entry(file.as_str()) {
                 Entry::Occupied(known) => known.into_mut(),
@@ -133,11 +123,7 @@ impl HfDir {
     pub fn config_json(&self) -> Result<serde_json::Value> {
         let path = self.dir.join(CONFIG_FILE);
         let bytes = read_file(&path)?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Format {
-            path,
-            format: "JSON",
-            what: e.to_string(),
-        })
+        serde_json::from_slice(&bytes).map_err(|e| Error::Format { path, format: "JSON", what: e.to_string() })
     }
 
     /// `tokenizer.json`, when the directory has one.
@@ -151,29 +137,20 @@ impl HfDir {
     }
 
     fn entry(&self, name: &str) -> Result<&TensorEntry> {
-        self.tensors.get(name).ok_or_else(|| Error::MissingTensor {
-            path: self.dir.clone(),
-            tensor: name.to_string(),
-        })
+        self.tensors.get(name).ok_or_else(|| Error::MissingTensor { path: self.dir.clone(), tensor: name.to_string() })
     }
 }
 
 impl Shard {
     fn open(path: &Path) -> Result<Shard> {
-        let io = |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |source| Error::Io { path: path.to_path_buf(), source };
         let file = File::open(path).map_err(io)?;
         // SAFETY: the mapping is read-only and lives as long as `Shard`. As
         // with every file mapping, another process truncating or rewriting
         // the file meanwhile is outside what we can guard against; model
         // files are not modified while a model is loaded.
         let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
-        Ok(Shard {
-            path: path.to_path_buf(),
-            mmap,
-        })
+        Ok(Shard { path: path.to_path_buf(), mmap })
     }
 
     /// Validates the header (via `safetensors`, which checks that the
@@ -183,12 +160,11 @@ impl Shard {
         // `read_metadata` is the validating half of `SafeTensors::deserialize`;
         // it also returns the header length, which turns the relative data
         // offsets into positions in the mapping.
-        let (header_len, metadata) =
-            SafeTensors::read_metadata(&self.mmap).map_err(|e| Error::Format {
-                path: self.path.clone(),
-                format: "safetensors",
-                what: e.to_string(),
-            })?;
+        let (header_len, metadata) = SafeTensors::read_metadata(&self.mmap).map_err(|e| Error::Format {
+            path: self.path.clone(),
+            format: "safetensors",
+            what: e.to_string(),
+        })?;
         let data_start = 8 + header_len;
         Ok(metadata
             .tensors()
@@ -224,27 +200,15 @@ impl TensorSource for HfDir {
     fn load_f32(&self, name: &str) -> Result<HostTensor> {
         let entry = self.entry(name)?;
         let shard = &self.shards[entry.shard];
-        let bytes = shard
-            .mmap
-            .get(entry.start..entry.end)
-            .ok_or_else(|| Error::Format {
-                path: shard.path.clone(),
-                format: "safetensors",
-                what: format!("tensor `{name}` lies outside the file"),
-            })?;
+        let bytes = shard.mmap.get(entry.start..entry.end).ok_or_else(|| Error::Format {
+            path: shard.path.clone(),
+            format: "safetensors",
+            what: format!("tensor `{name}` lies outside the file"),
+        })?;
         let data: Vec<f32> = match entry.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             other => {
                 return Err(Error::TensorDtype {
                     path: shard.path.clone(),
@@ -253,18 +217,12 @@ impl TensorSource for HfDir {
                 })
             }
         };
-        Ok(HostTensor {
-            shape: entry.shape.clone(),
-            data,
-        })
+        Ok(HostTensor { shape: entry.shape.clone(), data })
     }
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
 }
 
 fn existing_file(path: PathBuf) -> Option<PathBuf> {
@@ -286,10 +244,7 @@ mod tests {
         let views: Vec<(&str, TensorView<'_>)> = tensors
             .iter()
             .map(|(name, dtype, shape, data)| {
-                (
-                    *name,
-                    TensorView::new(*dtype, shape.clone(), data).expect("consistent view"),
-                )
+                (*name, TensorView::new(*dtype, shape.clone(), data).expect("consistent view"))
             })
             .collect();
         safetensors::serialize(views, None).expect("serialize")
@@ -307,12 +262,7 @@ mod tests {
     fn sharded_dir() -> tempfile::TempDir {
         let tmp = tempfile::tempdir().expect("tempdir");
         let s1 = safetensors_bytes(&[
-            (
-                "a",
-                Dtype::F32,
-                vec![2, 2],
-                f32_bytes(&[1.0, 2.0, 3.0, 4.0]),
-            ),
+            ("a", Dtype::F32, vec![2, 2], f32_bytes(&[1.0, 2.0, 3.0, 4.0])),
             ("b", Dtype::F32, vec![3], f32_bytes(&[5.0, 6.0, 7.0])),
         ]);
         let s2 = safetensors_bytes(&[("c", Dtype::F32, vec![1, 2], f32_bytes(&[8.0, 9.0]))]);
@@ -333,14 +283,8 @@ mod tests {
     fn single_file_converts_every_float_type() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let values = [1.0f32, -2.5, 0.375, 65504.0];
-        let f16: Vec<u8> = values
-            .iter()
-            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-            .collect();
-        let bf16: Vec<u8> = values
-            .iter()
-            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
-            .collect();
+        let f16: Vec<u8> = values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+        let bf16: Vec<u8> = values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect();
         let file = safetensors_bytes(&[
             ("w.f32", Dtype::F32, vec![2, 2], f32_bytes(&values)),
             ("w.f16", Dtype::F16, vec![4], f16),
@@ -350,13 +294,7 @@ mod tests {
         let hf = HfDir::open(tmp.path()).expect("open");
 
         let t = hf.load_f32("w.f32").expect("f32");
-        assert_eq!(
-            t,
-            HostTensor {
-                shape: vec![2, 2],
-                data: values.to_vec()
-            }
-        );
+        assert_eq!(t, HostTensor { shape: vec![2, 2], data: values.to_vec() });
         assert_eq!(hf.load_f32("w.f16").expect("f16").data, values.to_vec());
         // bf16 keeps 8 mantissa bits: 65504 rounds to 65536.
         let t = hf.load_f32("w.bf16").expect("bf16");
@@ -384,10 +322,7 @@ mod tests {
         std::fs::remove_file(tmp.path().join("model-00002-of-00002.safetensors")).expect("rm");
         match HfDir::open(tmp.path()) {
             Err(Error::Io { path, .. }) => {
-                assert!(
-                    path.ends_with("model-00002-of-00002.safetensors"),
-                    "{path:?}"
-                )
+                assert!(path.ends_with("model-00002-of-00002.safetensors"), "{path:?}")
             }
             other => panic!("expected Io error, got {other:?}"),
         }
@@ -405,10 +340,7 @@ mod tests {
         match HfDir::open(tmp.path()) {
             Err(Error::MissingTensor { path, tensor }) => {
                 assert_eq!(tensor, "zz");
-                assert!(
-                    path.ends_with("model-00002-of-00002.safetensors"),
-                    "{path:?}"
-                );
+                assert!(path.ends_with("model-00002-of-00002.safetensors"), "{path:?}");
             }
             other => panic!("expected MissingTensor, got {other:?}"),
         }
@@ -417,35 +349,17 @@ mod tests {
     #[test]
     fn index_that_escapes_the_directory_is_refused() {
         let tmp = sharded_dir();
-        write(
-            tmp.path(),
-            INDEX_FILE,
-            br#"{"weight_map": {"a": "../model.safetensors"}}"#,
-        );
-        assert!(matches!(
-            HfDir::open(tmp.path()),
-            Err(Error::Format {
-                format: "safetensors index",
-                ..
-            })
-        ));
+        write(tmp.path(), INDEX_FILE, br#"{"weight_map": {"a": "../model.safetensors"}}"#);
+        assert!(matches!(HfDir::open(tmp.path()), Err(Error::Format { format: "safetensors index", .. })));
     }
 
     #[test]
     fn bad_index_json_is_a_format_error() {
         let tmp = sharded_dir();
-        for bad in [
-            &b"{\"weight_map\": {\"a\": "[..],
-            b"[]",
-            b"{\"weight_map\": {}}",
-        ] {
+        for bad in [&b"{\"weight_map\": {\"a\": "[..], b"[]", b"{\"weight_map\": {}}"] {
             write(tmp.path(), INDEX_FILE, bad);
             match HfDir::open(tmp.path()) {
-                Err(Error::Format {
-                    path,
-                    format: "safetensors index",
-                    ..
-                }) => {
+                Err(Error::Format { path, format: "safetensors index", .. }) => {
                     assert!(path.ends_with(INDEX_FILE))
                 }
                 other => panic!("expected index Format error, got {other:?}"),
@@ -460,11 +374,7 @@ mod tests {
         for len in [0, 5, 8, 20, file.len() - 1] {
             write(tmp.path(), SINGLE_FILE, &file[..len]);
             match HfDir::open(tmp.path()) {
-                Err(Error::Format {
-                    path,
-                    format: "safetensors",
-                    ..
-                }) => {
+                Err(Error::Format { path, format: "safetensors", .. }) => {
                     assert!(path.ends_with(SINGLE_FILE))
                 }
                 other => panic!("truncated to {len}: expected Format error, got {other:?}"),
@@ -480,13 +390,7 @@ mod tests {
         file.extend_from_slice(header);
         file.extend_from_slice(&[0; 4]);
         write(tmp.path(), SINGLE_FILE, &file);
-        assert!(matches!(
-            HfDir::open(tmp.path()),
-            Err(Error::Format {
-                format: "safetensors",
-                ..
-            })
-        ));
+        assert!(matches!(HfDir::open(tmp.path()), Err(Error::Format { format: "safetensors", .. })));
     }
 
     #[test]
@@ -501,23 +405,14 @@ mod tests {
             }
             other => panic!("expected TensorDtype, got {other:?}"),
         }
-        assert!(matches!(
-            hf.load_f32("nope"),
-            Err(Error::MissingTensor { .. })
-        ));
+        assert!(matches!(hf.load_f32("nope"), Err(Error::MissingTensor { .. })));
         assert!(matches!(hf.shape("nope"), Err(Error::MissingTensor { .. })));
     }
 
     #[test]
     fn directory_without_weights_is_a_format_error() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        assert!(matches!(
-            HfDir::open(tmp.path()),
-            Err(Error::Format {
-                format: "Hugging Face directory",
-                ..
-            })
-        ));
+        assert!(matches!(HfDir::open(tmp.path()), Err(Error::Format { format: "Hugging Face directory", .. })));
     }
 
     #[test]
@@ -525,18 +420,11 @@ mod tests {
         let tmp = sharded_dir();
         let hf = HfDir::open(tmp.path()).expect("open");
         assert!(matches!(hf.config_json(), Err(Error::Io { .. })));
-        assert_eq!(
-            (hf.tokenizer_json_path(), hf.tokenizer_config_path()),
-            (None, None)
-        );
+        assert_eq!((hf.tokenizer_json_path(), hf.tokenizer_config_path()), (None, None));
 
         write(tmp.path(), CONFIG_FILE, b"{\"hidden_size\": 64,");
         match hf.config_json() {
-            Err(Error::Format {
-                path,
-                format: "JSON",
-                ..
-            }) => assert!(path.ends_with(CONFIG_FILE)),
+            Err(Error::Format { path, format: "JSON", .. }) => assert!(path.ends_with(CONFIG_FILE)),
             other => panic!("expected JSON Format error, got {other:?}"),
         }
         write(tmp.path(), CONFIG_FILE, b"{\"hidden_size\": 64}");
@@ -544,13 +432,7 @@ mod tests {
 
         write(tmp.path(), TOKENIZER_FILE, b"{}");
         write(tmp.path(), TOKENIZER_CONFIG_FILE, b"{}");
-        assert_eq!(
-            hf.tokenizer_json_path(),
-            Some(tmp.path().join(TOKENIZER_FILE))
-        );
-        assert_eq!(
-            hf.tokenizer_config_path(),
-            Some(tmp.path().join(TOKENIZER_CONFIG_FILE))
-        );
+        assert_eq!(hf.tokenizer_json_path(), Some(tmp.path().join(TOKENIZER_FILE)));
+        assert_eq!(hf.tokenizer_config_path(), Some(tmp.path().join(TOKENIZER_CONFIG_FILE)));
     }
 }

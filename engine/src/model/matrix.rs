@@ -197,13 +197,19 @@ mod tests {
     fn bad_shapes_and_types_are_errors() {
         assert!(matches!(Matrix::from_f32(2, 3, vec![0.0; 5]), Err(MatrixError::Length { found: 5, .. })));
         assert!(matches!(Matrix::from_f32(usize::MAX, 2, vec![]), Err(MatrixError::Length { .. })));
-        assert_eq!(Matrix::from_blocks(1, 32, GgmlType::F16, vec![0; 64]), Err(MatrixError::NotBlockType(GgmlType::F16)));
+        assert_eq!(
+            Matrix::from_blocks(1, 32, GgmlType::F16, vec![0; 64]),
+            Err(MatrixError::NotBlockType(GgmlType::F16))
+        );
         assert!(matches!(Matrix::from_blocks(1, 48, GgmlType::Q8_0, vec![0; 34]), Err(MatrixError::PartialRow { .. })));
         assert!(matches!(
             Matrix::from_blocks(2, 32, GgmlType::Q8_0, vec![0; 34]),
             Err(MatrixError::Bytes { expected: Some(68), found: 34, .. })
         ));
-        assert!(matches!(Matrix::from_blocks(usize::MAX, 32, GgmlType::Q8_0, vec![]), Err(MatrixError::Bytes { expected: None, .. })));
+        assert!(matches!(
+            Matrix::from_blocks(usize::MAX, 32, GgmlType::Q8_0, vec![]),
+            Err(MatrixError::Bytes { expected: None, .. })
+        ));
     }
 
     #[test]

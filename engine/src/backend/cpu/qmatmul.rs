@@ -84,7 +84,12 @@ enum Path {
 fn matmul_with(path: Path, x: &[f32], w: &Matrix, out: &mut [f32], accumulate: bool) {
     let (n, k) = (w.rows(), w.cols());
     let m = x.len() / k.max(1);
-    assert!(x.len() == m * k && out.len() == m * n, "matmul shapes: x has {} values, w is ({n}, {k}), out has {}", x.len(), out.len());
+    assert!(
+        x.len() == m * k && out.len() == m * n,
+        "matmul shapes: x has {} values, w is ({n}, {k}), out has {}",
+        x.len(),
+        out.len()
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -135,7 +140,10 @@ fn tiles(x: &[f32], w: &Matrix, out: &mut [f32], accumulate: bool) {
                 (Some(kernel), Storage::Blocks { bytes, .. }) => {
                     let row_bytes = w.row_bytes();
                     tile.par_chunks_mut(EXPAND_ROWS_PER_TASK * k)
-                        .zip(bytes[rows.start * row_bytes..rows.end * row_bytes].par_chunks(EXPAND_ROWS_PER_TASK * row_bytes))
+                        .zip(
+                            bytes[rows.start * row_bytes..rows.end * row_bytes]
+                                .par_chunks(EXPAND_ROWS_PER_TASK * row_bytes),
+                        )
                         .for_each(|(t, w_rows)| kernel.expand(w_rows, t));
                 }
                 _ => tile.copy_from_slice(&w.dequantize_rows(rows.clone())),
@@ -209,14 +217,21 @@ impl Fused {
 
     #[cfg(target_arch = "x86_64")]
     fn for_type(ty: GgmlType) -> Option<Self> {
-        let detected = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+        let detected =
+            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
         if !detected {
             return None;
         }
         Some(match ty {
-            GgmlType::Q4_0 => Self { rows: avx2::rows::<{ avx2::Q4_0 }>, expand: avx2::expand_blocks::<{ avx2::Q4_0 }> },
-            GgmlType::Q4_1 => Self { rows: avx2::rows::<{ avx2::Q4_1 }>, expand: avx2::expand_blocks::<{ avx2::Q4_1 }> },
-            GgmlType::Q8_0 => Self { rows: avx2::rows::<{ avx2::Q8_0 }>, expand: avx2::expand_blocks::<{ avx2::Q8_0 }> },
+            GgmlType::Q4_0 => {
+                Self { rows: avx2::rows::<{ avx2::Q4_0 }>, expand: avx2::expand_blocks::<{ avx2::Q4_0 }> }
+            }
+            GgmlType::Q4_1 => {
+                Self { rows: avx2::rows::<{ avx2::Q4_1 }>, expand: avx2::expand_blocks::<{ avx2::Q4_1 }> }
+            }
+            GgmlType::Q8_0 => {
+                Self { rows: avx2::rows::<{ avx2::Q8_0 }>, expand: avx2::expand_blocks::<{ avx2::Q8_0 }> }
+            }
             _ => return None,
         })
     }
@@ -312,7 +327,12 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn expand_blocks<const KIND: u8>(w: &[u8], out: &mut [f32]) {
         let size = block_bytes(KIND);
-        assert!(w.len().is_multiple_of(size) && out.len() == w.len() / size * 32, "expand shapes: {} bytes, {} values", w.len(), out.len());
+        assert!(
+            w.len().is_multiple_of(size) && out.len() == w.len() / size * 32,
+            "expand shapes: {} bytes, {} values",
+            w.len(),
+            out.len()
+        );
         for (block, values) in w.chunks_exact(size).zip(out.chunks_exact_mut(32)) {
             // SAFETY: `block` is one whole block; `values` holds 32 f32s.
             let v = expand::<KIND>(block.as_ptr());
@@ -543,8 +563,10 @@ mod tests {
                         for r in 0..m {
                             for j in 0..n {
                                 let (x_row, w_row) = (&x[r * k..(r + 1) * k], &values[j * k..(j + 1) * k]);
-                                let exact: f64 = x_row.iter().zip(w_row).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
-                                let scale: f64 = x_row.iter().zip(w_row).map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs()).sum();
+                                let exact: f64 =
+                                    x_row.iter().zip(w_row).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+                                let scale: f64 =
+                                    x_row.iter().zip(w_row).map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs()).sum();
                                 let got = f64::from(out[r * n + j]);
                                 assert!(
                                     (got - exact).abs() <= REL_TOLERANCE * scale,
@@ -579,7 +601,11 @@ mod tests {
                 for (path, out) in products(&w, &x) {
                     for (r, &(i, v)) in hot.iter().enumerate() {
                         for j in 0..n {
-                            assert_eq!(out[r * n + j], v * values[j * k + i], "{ty} {path:?} m={m}: weight ({j}, {i}) times {v}");
+                            assert_eq!(
+                                out[r * n + j],
+                                v * values[j * k + i],
+                                "{ty} {path:?} m={m}: weight ({j}, {i}) times {v}"
+                            );
                         }
                     }
                 }
@@ -643,8 +669,10 @@ mod tests {
             for r in 0..m {
                 for j in 0..n {
                     let (x_row, w_row) = (&x[r * k..(r + 1) * k], &values[j * k..(j + 1) * k]);
-                    let exact: f64 = 1.0 + x_row.iter().zip(w_row).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum::<f64>();
-                    let scale: f64 = 1.0 + x_row.iter().zip(w_row).map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs()).sum::<f64>();
+                    let exact: f64 =
+                        1.0 + x_row.iter().zip(w_row).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum::<f64>();
+                    let scale: f64 =
+                        1.0 + x_row.iter().zip(w_row).map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs()).sum::<f64>();
                     let got = f64::from(out[r * n + j]);
                     assert!((got - exact).abs() <= REL_TOLERANCE * scale, "{ty} [{r}][{j}]: {got} vs {exact}");
                 }

@@ -55,7 +55,11 @@ impl Drafter for CompositeDraft {
     fn propose(&mut self, output: &[u32], max: usize) -> Vec<u32> {
         // The text drafter is always asked, so its cursor follows every token.
         let draft = self.text.propose(output, max);
-        if draft.is_empty() { self.lookup.propose(output, max) } else { draft }
+        if draft.is_empty() {
+            self.lookup.propose(output, max)
+        } else {
+            draft
+        }
     }
 }
 

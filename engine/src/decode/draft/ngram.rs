@@ -62,16 +62,10 @@ impl NgramIndex {
     /// length), verified against the tokens, in order.
     pub fn occurrences<'a>(&'a self, table: usize, ngram: &'a [u32]) -> impl Iterator<Item = Occurrence> + 'a {
         let n = ngram.len();
-        self.tables[table]
-            .get(&hash(ngram))
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .copied()
-            .filter(move |o| {
-                let end = o.end as usize;
-                self.sources[o.source as usize][end - n..end] == *ngram
-            })
+        self.tables[table].get(&hash(ngram)).map(Vec::as_slice).unwrap_or_default().iter().copied().filter(move |o| {
+            let end = o.end as usize;
+            self.sources[o.source as usize][end - n..end] == *ngram
+        })
     }
 
     /// The verified occurrence of `ngram` in source 0 nearest to `cursor`:
@@ -98,11 +92,7 @@ mod tests {
         let found: Vec<_> = index.occurrences(1, &[1, 2]).collect();
         assert_eq!(
             found,
-            vec![
-                Occurrence { source: 0, end: 2 },
-                Occurrence { source: 0, end: 5 },
-                Occurrence { source: 1, end: 3 }
-            ]
+            vec![Occurrence { source: 0, end: 2 }, Occurrence { source: 0, end: 5 }, Occurrence { source: 1, end: 3 }]
         );
         assert_eq!(index.occurrences(1, &[3, 2]).count(), 0);
         assert_eq!(index.nearest(0, &[2], 3), Some(Occurrence { source: 0, end: 5 }));
