@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p graft-server
 ./target/release/graft models fetch
-cargo test --release --locked --workspace
+cargo test --release --locked --workspace --no-fail-fast

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::kv::{BlockId, KvCache, SeqKv, BLOCK_TOKENS};
 use crate::model::config::ModelConfig;
 use crate::model::weights::{LayerWeights, Matrix, ModelWeights};
-use qmatmul::matmul_into;
+use qmatmul::{matmul_into, Batching};
 
 /// Runs a model on the host's cores.
 pub struct CpuBackend {
@@ -80,6 +80,11 @@ impl CpuBackend {
             });
         }
         kv.reserve(seq, t_len)?;
+        // A step that wants every row's logits (decode, verification) is
+        // computed row-invariantly, so verifying k drafted tokens in one pass
+        // gives bit for bit what k single-token steps give; a prefill (only
+        // the last row's logits) takes the fastest products.
+        let batching = if logits_for.len() == t_len { Batching::RowInvariant } else { Batching::Fastest };
 
         let h = c.hidden_size;
         let mut x = vec![0.0f32; t_len * h]; // (T, H)
@@ -91,15 +96,15 @@ impl CpuBackend {
         let mut normed = vec![0.0f32; t_len * h];
         for (layer_index, layer) in self.weights.layers.iter().enumerate() {
             rms_norm(&x, &layer.attn_norm, c.rms_norm_eps, &mut normed);
-            let attn = self.attention(kv, seq, layer_index, layer, &normed, start, &cos, &sin);
-            add_matmul(&attn, &layer.wo, &mut x);
+            let attn = self.attention(kv, seq, layer_index, layer, &normed, start, (&cos, &sin), batching);
+            add_matmul(&attn, &layer.wo, &mut x, batching);
             rms_norm(&x, &layer.mlp_norm, c.rms_norm_eps, &mut normed);
-            let mut gate = matmul(&normed, &layer.w_gate);
-            let up = matmul(&normed, &layer.w_up);
+            let mut gate = matmul(&normed, &layer.w_gate, batching);
+            let up = matmul(&normed, &layer.w_up, batching);
             // Split only prefill-sized work: waking threads costs more than
             // a decode step's 1536 activations.
             gate.par_iter_mut().zip(up.par_iter()).with_min_len(1 << 14).for_each(|(g, &u)| *g = silu(*g) * u);
-            add_matmul(&gate, &layer.w_down, &mut x);
+            add_matmul(&gate, &layer.w_down, &mut x, batching);
         }
         kv.commit(seq, t_len);
 
@@ -109,7 +114,7 @@ impl CpuBackend {
         }
         let mut final_normed = vec![0.0f32; picked.len()];
         rms_norm(&picked, &self.weights.final_norm, c.rms_norm_eps, &mut final_normed);
-        let values = matmul(&final_normed, self.weights.output_head());
+        let values = matmul(&final_normed, self.weights.output_head(), batching);
         Ok(Logits { vocab: c.vocab_size, values })
     }
 
@@ -140,16 +145,16 @@ impl CpuBackend {
         layer: &LayerWeights,
         normed: &[f32],
         start: usize,
-        cos: &[f32],
-        sin: &[f32],
+        (cos, sin): (&[f32], &[f32]),
+        batching: Batching,
     ) -> Vec<f32> {
         let c = &self.config;
         let d = c.head_dim;
         let (hq, hk) = (c.num_heads, c.num_kv_heads);
         let t_len = normed.len() / c.hidden_size;
-        let mut q = matmul(normed, &layer.wq); // (T, Hq*D)
-        let mut k = matmul(normed, &layer.wk); // (T, Hk*D)
-        let mut v = matmul(normed, &layer.wv); // (T, Hk*D)
+        let mut q = matmul(normed, &layer.wq, batching); // (T, Hq*D)
+        let mut k = matmul(normed, &layer.wk, batching); // (T, Hk*D)
+        let mut v = matmul(normed, &layer.wv, batching); // (T, Hk*D)
         for (m, bias) in [(&mut q, &layer.bq), (&mut k, &layer.bk), (&mut v, &layer.bv)] {
             if let Some(bias) = bias {
                 for row in m.chunks_exact_mut(bias.len()) {
@@ -339,16 +344,16 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 /// `x (m, k) @ w^T` for `w` of shape (n, k): a new (m, n) matrix.
-fn matmul(x: &[f32], w: &Matrix) -> Vec<f32> {
+fn matmul(x: &[f32], w: &Matrix, batching: Batching) -> Vec<f32> {
     let m = x.len() / w.cols();
     let mut out = vec![0.0f32; m * w.rows()];
-    matmul_into(x, w, &mut out, false);
+    matmul_into(x, w, &mut out, false, batching);
     out
 }
 
 /// `out += x @ w^T` (the residual add fused into the product).
-fn add_matmul(x: &[f32], w: &Matrix, out: &mut [f32]) {
-    matmul_into(x, w, out, true);
+fn add_matmul(x: &[f32], w: &Matrix, out: &mut [f32], batching: Batching) {
+    matmul_into(x, w, out, true, batching);
 }
 
 #[cfg(test)]

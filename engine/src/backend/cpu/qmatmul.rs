@@ -1,18 +1,20 @@
 //! Products `x (m, k) @ W^T` for every [`Matrix`] storage, reading ggml
 //! blocks where they lie instead of an f32 copy of the weights.
 //!
-//! Three paths, picked per call from `m` and the storage:
-//! - **fused** (blocks, m <= [`FUSED_MAX_ROWS`]): each weight block is
-//!   loaded once, expanded in registers to exactly the f32 values
-//!   [`dequantize`] produces (the same operations and roundings; Q4_1's
-//!   `d * q + m` is one FMA because `d * q` is exact), and multiplied into
-//!   up to eight input rows at a time.
-//!   The decode and verify path. Kernels exist for Q4_0, Q4_1 and Q8_0 on
-//!   x86-64 with AVX2, FMA and F16C.
+//! Paths, picked per call from `m`, the storage and the [`Batching`]:
+//! - **fused** (blocks; any m when row-invariant, else m <= [`FUSED_MAX_ROWS`]):
+//!   each weight block is loaded once, expanded in registers to exactly the
+//!   f32 values [`dequantize`] produces (the same operations and roundings;
+//!   Q4_1's `d * q + m` is one FMA because `d * q` is exact), and multiplied
+//!   into two input rows at a time, each with the same four accumulators
+//!   whatever m is. The decode and verify path. Kernels exist for Q4_0, Q4_1
+//!   and Q8_0 on x86-64 with AVX2, FMA and F16C.
 //! - **tiles** (blocks at prefill widths): tiles of weight rows expanded to
 //!   f32 (by the fused kernels' expansion, else [`Matrix::dequantize_rows`])
 //!   into a reused buffer that stays in cache, each multiplied with `gemm`.
-//! - **dense** (f32 matrices): one `gemm` call over the whole matrix.
+//! - **dense** (f32 matrices at prefill): one `gemm` call over the matrix.
+//! - **dense rows** (f32 matrices, row-invariant): one fixed-order dot
+//!   product per output; `gemm`'s blocking may depend on `m`.
 //!
 //! All multiply by the same f32 weight values, so results differ only in
 //! summation order; the tests check each path against `dequantize` plus a
@@ -56,13 +58,29 @@ pub(super) fn prepare(w: &mut Matrix) {
     }
 }
 
+/// Whether a product's rows may depend on how many rows it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Batching {
+    /// Every output row is computed in one fixed order whatever `m` is, so
+    /// a row is bit-identical whether computed alone or in a batch: decode
+    /// and verify steps, which makes speculative decoding reproduce plain
+    /// greedy decoding exactly.
+    RowInvariant,
+    /// The fastest path for the width (prefill).
+    Fastest,
+}
+
 /// `out (m, n) = x (m, k) @ w^T`, or `out += ...` when `accumulate`.
-pub(super) fn matmul_into(x: &[f32], w: &Matrix, out: &mut [f32], accumulate: bool) {
+pub(super) fn matmul_into(x: &[f32], w: &Matrix, out: &mut [f32], accumulate: bool, batching: Batching) {
     let m = x.len() / w.cols().max(1);
-    let path = match (w.storage(), Fused::for_matrix(w)) {
-        (Storage::F32(_), _) => Path::Dense,
-        (Storage::Blocks { .. }, Some(_)) if m <= FUSED_MAX_ROWS => Path::Fused,
-        (Storage::Blocks { .. }, _) => Path::Tiles,
+    let path = match (w.storage(), Fused::for_matrix(w), batching) {
+        (Storage::F32(_), _, Batching::RowInvariant) => Path::DenseRows,
+        (Storage::F32(_), _, Batching::Fastest) => Path::Dense,
+        (Storage::Blocks { .. }, Some(_), Batching::RowInvariant) => Path::Fused,
+        (Storage::Blocks { .. }, Some(_), Batching::Fastest) if m <= FUSED_MAX_ROWS => Path::Fused,
+        // Blocks without a kernel exist only before [`prepare`] (which
+        // converts them to f32); expanding them is then the only way.
+        (Storage::Blocks { .. }, _, _) => Path::Tiles,
     };
     matmul_with(path, x, w, out, accumulate);
 }
@@ -76,6 +94,8 @@ enum Path {
     Tiles,
     /// An f32 matrix, one gemm over all of it.
     Dense,
+    /// An f32 matrix, one fixed-order dot product per (row, weight row).
+    DenseRows,
 }
 
 /// [`matmul_into`] along a chosen path. Panics on inconsistent shapes, on
@@ -95,7 +115,8 @@ fn matmul_with(path: Path, x: &[f32], w: &Matrix, out: &mut [f32], accumulate: b
     }
     match (path, w.storage()) {
         (Path::Dense, Storage::F32(data)) => gemm_into(x, k, data, out, n, 0, accumulate),
-        (Path::Dense, Storage::Blocks { .. }) => panic!("the dense path takes f32 matrices"),
+        (Path::DenseRows, Storage::F32(data)) => dense_rows(x, k, data, out, accumulate),
+        (Path::Dense | Path::DenseRows, Storage::Blocks { .. }) => panic!("the dense paths take f32 matrices"),
         (Path::Tiles, _) => tiles(x, w, out, accumulate),
         (Path::Fused, _) => {
             let kernel = Fused::for_matrix(w).expect("the fused path is only chosen for matrices with a kernel");
@@ -116,6 +137,41 @@ fn fused(kernel: Fused, x: &[f32], w: &Matrix, out: &mut [f32], accumulate: bool
         .par_chunks_mut(rows_per_task * m)
         .zip(bytes.par_chunks(rows_per_task * row_bytes))
         .for_each(|(t, w_rows)| kernel.run(x, k, w_rows, t));
+    add_transposed(&transposed, m, out, accumulate);
+}
+
+/// The row-invariant f32 path: each output is one [`dot`] of an input row
+/// and a weight row, split over weight rows like the fused path.
+fn dense_rows(x: &[f32], k: usize, w: &[f32], out: &mut [f32], accumulate: bool) {
+    let (n, m) = (w.len() / k, x.len() / k);
+    let rows_per_task = n.div_ceil(4 * rayon::current_num_threads()).clamp(4, 128);
+    let mut transposed = vec![0.0f32; n * m]; // (n, m)
+    transposed.par_chunks_mut(rows_per_task * m).zip(w.par_chunks(rows_per_task * k)).for_each(|(t, w_rows)| {
+        for (t_row, w_row) in t.chunks_exact_mut(m).zip(w_rows.chunks_exact(k)) {
+            for (o, x_row) in t_row.iter_mut().zip(x.chunks_exact(k)) {
+                *o = dot(x_row, w_row);
+            }
+        }
+    });
+    add_transposed(&transposed, m, out, accumulate);
+}
+
+/// `a . b` with eight interleaved accumulators, always in the same order.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for lane in 0..8 {
+            acc[lane] += x[lane] * y[lane];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `out (m, n)` [+]= the transpose of `transposed (n, m)`.
+fn add_transposed(transposed: &[f32], m: usize, out: &mut [f32], accumulate: bool) {
+    let n = out.len() / m;
     for (r, out_row) in out.chunks_exact_mut(n).enumerate() {
         let column = transposed.iter().skip(r).step_by(m);
         if accumulate {
@@ -302,20 +358,16 @@ mod avx2 {
             // within out_row (len m).
             let w_row = w.as_ptr().add(j * row_bytes);
             let (x_ptr, o) = (x.as_ptr(), out_row.as_mut_ptr());
+            // Pairs of rows, then a single one, with the same four
+            // accumulators per row in both: a row's sum is the same whatever
+            // m is (row invariance; see `Batching`).
             let mut r = 0;
-            while m - r >= 8 {
-                group::<KIND, 8, 1>(x_ptr.add(r * k), k, blocks, w_row, o.add(r));
-                r += 8;
+            while m - r >= 2 {
+                group::<KIND, 2, 4>(x_ptr.add(r * k), k, blocks, w_row, o.add(r));
+                r += 2;
             }
-            while m - r >= 4 {
-                group::<KIND, 4, 2>(x_ptr.add(r * k), k, blocks, w_row, o.add(r));
-                r += 4;
-            }
-            match m - r {
-                3 => group::<KIND, 3, 2>(x_ptr.add(r * k), k, blocks, w_row, o.add(r)),
-                2 => group::<KIND, 2, 2>(x_ptr.add(r * k), k, blocks, w_row, o.add(r)),
-                1 => group::<KIND, 1, 4>(x_ptr.add(r * k), k, blocks, w_row, o.add(r)),
-                _ => {}
+            if m - r == 1 {
+                group::<KIND, 1, 4>(x_ptr.add(r * k), k, blocks, w_row, o.add(r));
             }
         }
     }
@@ -534,10 +586,41 @@ mod tests {
                 (path, out)
             })
             .collect();
-        let mut out = vec![f32::NAN; m * w.rows()];
-        matmul_with(Path::Dense, x, &dense, &mut out, false);
-        results.push((Path::Dense, out));
+        for path in [Path::Dense, Path::DenseRows] {
+            let mut out = vec![f32::NAN; m * w.rows()];
+            matmul_with(path, x, &dense, &mut out, false);
+            results.push((path, out));
+        }
         results
+    }
+
+    /// Row invariance, which lossless speculative decoding rests on: every
+    /// row of a row-invariant product is bit-identical to the same row
+    /// computed alone, for the fused kernels (compact types) and for f32.
+    #[test]
+    fn row_invariant_products_do_not_depend_on_the_batch_width() {
+        let mut rng = Rng(0x5EED);
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::F32] {
+            let (n, k) = (37, 576);
+            let w = match ty {
+                GgmlType::F32 => Matrix::from_f32(n, k, (0..n * k).map(|_| rng.uniform()).collect()).expect("valid"),
+                _ => random_matrix(ty, n, k, &mut rng),
+            };
+            for m in [2, 3, 8, 17, 33, 64] {
+                let x: Vec<f32> = (0..m * k).map(|_| rng.uniform()).collect();
+                let mut batch = vec![0.0f32; m * n];
+                matmul_into(&x, &w, &mut batch, false, Batching::RowInvariant);
+                for r in 0..m {
+                    let mut alone = vec![0.0f32; n];
+                    matmul_into(&x[r * k..(r + 1) * k], &w, &mut alone, false, Batching::RowInvariant);
+                    assert_eq!(
+                        batch[r * n..(r + 1) * n],
+                        alone[..],
+                        "{ty} m={m}: row {r} differs from its single-row product"
+                    );
+                }
+            }
+        }
     }
 
     /// (n, k) shapes for blocks of `block_size`: one row, odd row counts, a
@@ -625,18 +708,18 @@ mod tests {
             }
         }
         let mut out = vec![0.0f32; 6];
-        matmul_into(&x, &w, &mut out, false);
+        matmul_into(&x, &w, &mut out, false, Batching::Fastest);
         assert_eq!(out, expected);
         let mut acc = vec![1.0f32; 6];
-        matmul_into(&x, &w, &mut acc, true);
+        matmul_into(&x, &w, &mut acc, true, Batching::RowInvariant);
         let plus_one: Vec<f32> = expected.iter().map(|v| v + 1.0).collect();
         assert_eq!(acc, plus_one);
         let q = random_matrix(GgmlType::Q8_0, 5, 64, &mut Rng(3));
         let x: Vec<f32> = (0..128).map(|v| (v % 7) as f32 - 3.0).collect(); // (2, 64)
         let mut once = vec![0.0f32; 10];
-        matmul_into(&x, &q, &mut once, false);
+        matmul_into(&x, &q, &mut once, false, Batching::RowInvariant);
         let mut twice = once.clone();
-        matmul_into(&x, &q, &mut twice, true);
+        matmul_into(&x, &q, &mut twice, true, Batching::RowInvariant);
         assert_eq!(twice, once.iter().map(|v| v * 2.0).collect::<Vec<_>>());
     }
 
@@ -665,7 +748,7 @@ mod tests {
             let values = w.dequantize_rows(0..n);
             let x: Vec<f32> = (0..m * k).map(|_| rng.uniform()).collect();
             let mut out = vec![1.0f32; m * n];
-            matmul_into(&x, &w, &mut out, true);
+            matmul_into(&x, &w, &mut out, true, Batching::Fastest);
             for r in 0..m {
                 for j in 0..n {
                     let (x_row, w_row) = (&x[r * k..(r + 1) * k], &values[j * k..(j + 1) * k]);
