@@ -1,7 +1,32 @@
-//! graft-grammars: what graft knows about source languages. It starts with
-//! the languages graft supports, recognised by file name, and their comment
-//! syntax; tree-sitter grammars, item queries and elision-marker detection
-//! join with the apply work. Depends on no other graft crate.
+//! graft-grammars: what graft knows about source languages, for the apply
+//! step's structural merge and validation.
+//!
+//! - [`Language`]: the languages graft handles structurally (Rust, Python,
+//!   TypeScript, TSX, JavaScript, Go), recognised by file name or data-set
+//!   name, with their [`CommentSyntax`]. A file of any other language has no
+//!   `Language` and is handled line by line by the callers.
+//! - [`parse`] / [`parse_with_timeout`]: a tree-sitter parse bounded in time
+//!   ([`PARSE_TIMEOUT`]); a timeout or failure is a [`GrammarError`] naming
+//!   the language, never a panic.
+//! - [`items`]: the named items of a parsed file (functions, methods, types,
+//!   impls, modules...) as [`Item`]s with kind, name, byte and line ranges
+//!   and the enclosing item, found by the queries in
+//!   `grammars/queries/<lang>/items.scm` (data files, compiled by a test).
+//! - [`is_marker_line`]: whether a line is an elision marker
+//!   (`// ... existing code ...` and the other forms agents write); the rule
+//!   is documented in `marker.rs`.
+//!
+//! Depends on no other graft crate.
+
+mod error;
+mod items;
+mod marker;
+mod parse;
+
+pub use error::GrammarError;
+pub use items::{items, Item};
+pub use marker::is_marker_line;
+pub use parse::{parse, parse_with_timeout, PARSE_TIMEOUT};
 
 use std::path::Path;
 
@@ -62,10 +87,23 @@ impl Language {
         Self::ALL.into_iter().find(|l| l.name() == name)
     }
 
+    /// How the language writes comments.
     pub fn comment_syntax(self) -> CommentSyntax {
         match self {
             Language::Python => CommentSyntax { line: "#", block: None },
             _ => CommentSyntax { line: "//", block: Some(("/*", "*/")) },
+        }
+    }
+
+    /// The tree-sitter grammar of the language.
+    pub fn ts_language(self) -> tree_sitter::Language {
+        match self {
+            Language::Rust => tree_sitter_rust::LANGUAGE.into(),
+            Language::Python => tree_sitter_python::LANGUAGE.into(),
+            Language::TypeScript => tree_sitter_typescript::LANGUAGE_TYPESCRIPT.into(),
+            Language::Tsx => tree_sitter_typescript::LANGUAGE_TSX.into(),
+            Language::JavaScript => tree_sitter_javascript::LANGUAGE.into(),
+            Language::Go => tree_sitter_go::LANGUAGE.into(),
         }
     }
 }
