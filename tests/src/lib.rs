@@ -47,3 +47,9 @@ pub fn graft_bin() -> PathBuf {
     assert!(bin.is_file(), "{} is missing: build it first (`cargo build --release -p graft-server`)", bin.display());
     bin
 }
+
+/// A file of little-endian f32 values (reference logits).
+pub fn read_f32_le(path: &std::path::Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}

@@ -8,11 +8,9 @@
 //! only in summation order), the reference's top-5 ids of every prompt
 //! position likewise, and the 64-token greedy continuation identical.
 
-use std::path::Path;
-
 use graft_engine::decode::GenerateParams;
 use graft_engine::{Engine, EngineOptions};
-use graft_tests::{default_model, fixtures_dir};
+use graft_tests::{default_model, fixtures_dir, read_f32_le};
 use serde::Deserialize;
 
 const ABS_TOLERANCE: f32 = 2e-3;
@@ -44,11 +42,6 @@ struct Prompt {
 
 fn within_tolerance(engine: f32, reference: f32) -> bool {
     (engine - reference).abs() <= ABS_TOLERANCE + REL_TOLERANCE * reference.abs()
-}
-
-fn read_f32_le(path: &Path) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
 #[test]

@@ -7,12 +7,10 @@
 //! float32 result (both compute in f32; only summation order differs), and
 //! greedy tokens identical.
 
-use std::path::Path;
-
 use graft_engine::decode::GenerateParams;
 use graft_engine::tokenizer::ChatMessage;
 use graft_engine::{Engine, EngineOptions};
-use graft_tests::fixtures_dir;
+use graft_tests::{fixtures_dir, read_f32_le};
 use serde::Deserialize;
 
 const ABS_TOLERANCE: f32 = 1e-4;
@@ -42,11 +40,6 @@ struct ChatReference {
 struct Message {
     role: String,
     content: String,
-}
-
-fn read_f32_le(path: &Path) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
 /// Largest |engine - reference| relative to the tolerance (<= 1 passes).

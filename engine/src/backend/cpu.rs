@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::kv::{BlockId, KvCache, SeqKv, BLOCK_TOKENS};
 use crate::model::config::ModelConfig;
 use crate::model::weights::{LayerWeights, Matrix, ModelWeights};
-use qmatmul::{matmul_into, Batching};
+use qmatmul::{dot, matmul_into, Batching};
 
 /// Runs a model on the host's cores.
 pub struct CpuBackend {
@@ -298,21 +298,6 @@ fn avx2_available() -> bool {
     {
         false
     }
-}
-
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent accumulators over exact chunks let the compiler
-    // vectorise the loop without bounds checks.
-    let mut acc = [0.0f32; 8];
-    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in a_chunks.zip(b_chunks) {
-        for lane in 0..8 {
-            acc[lane] += x[lane] * y[lane];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `(position, offset)` for positions `0..visible` of a block table, where

@@ -156,8 +156,10 @@ fn dense_rows(x: &[f32], k: usize, w: &[f32], out: &mut [f32], accumulate: bool)
     add_transposed(&transposed, m, out, accumulate);
 }
 
-/// `a . b` with eight interleaved accumulators, always in the same order.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// `a . b` with eight interleaved accumulators, always in the same order
+/// (inlined, so callers compiled for AVX2 get AVX2 code).
+#[inline(always)]
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
