@@ -16,7 +16,10 @@
 //!   batched forward verifies them, rejected KV is truncated, and an
 //!   adaptive width picks how many to draft. [`Engine`] ties a loaded model,
 //!   a backend and a KV cache together.
+//! - [`apply`] merges lazy edit snippets into files; so far the
+//!   deterministic structural merge (line anchors) with its report.
 
+pub mod apply;
 pub mod backend;
 pub mod decode;
 mod engine;
