@@ -46,6 +46,11 @@ pub enum Error {
     #[error("invalid request: {reason}")]
     InvalidRequest { reason: String },
 
+    /// The caller cancelled the request (an apply superseded or cancelled
+    /// by the editor); nothing was returned.
+    #[error("cancelled")]
+    Cancelled,
+
     #[error("KV cache out of blocks: needed {needed}, {free} free of {total}")]
     KvCacheFull { needed: usize, free: usize, total: usize },
 }

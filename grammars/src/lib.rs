@@ -15,6 +15,8 @@
 //! - [`is_marker_line`]: whether a line is an elision marker
 //!   (`// ... existing code ...` and the other forms agents write); the rule
 //!   is documented in `marker.rs`.
+//! - [`syntax_problems`]: the ERROR and MISSING nodes of a tree, which
+//!   validation of apply results compares with the original's.
 //!
 //! Depends on no other graft crate.
 
@@ -22,11 +24,13 @@ mod error;
 mod items;
 mod marker;
 mod parse;
+mod syntax;
 
 pub use error::GrammarError;
 pub use items::{items, Item};
 pub use marker::is_marker_line;
 pub use parse::{parse, parse_with_timeout, PARSE_TIMEOUT};
+pub use syntax::{syntax_problems, SyntaxProblem};
 
 use std::path::Path;
 

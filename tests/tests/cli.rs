@@ -39,7 +39,7 @@ fn generate_prints_the_greedy_continuation_and_a_stats_line() {
 
     let mut engine = Engine::load(&default_model(), &EngineOptions::default()).expect("default model loads");
     let ids = engine.tokenizer().encode(prompt, true).expect("encodes");
-    let params = GenerateParams { max_tokens: 16, stop_ids: engine.tokenizer().eos_ids().to_vec() };
+    let params = GenerateParams::new(16, engine.tokenizer().eos_ids().to_vec());
     let generation = engine.generate(&ids, &params, |_| {}).expect("generates");
     let text_ids: Vec<u32> =
         generation.tokens.iter().copied().filter(|t| !engine.tokenizer().eos_ids().contains(t)).collect();

@@ -89,7 +89,7 @@ fn default_model_matches_transformers_on_fixed_prompts() {
             Some(index) => &prompt.generated_ids[..=index],
             None => &prompt.generated_ids[..],
         };
-        let params = GenerateParams { max_tokens: expected_tokens.len(), stop_ids };
+        let params = GenerateParams::new(expected_tokens.len(), stop_ids);
         let generation = engine.generate(&prompt.input_ids, &params, |_| {}).expect("generates");
         assert_eq!(generation.tokens, expected_tokens, "{name}: greedy continuation");
     }

@@ -79,7 +79,7 @@ fn check_model(name: &str) {
         expected[index]
     );
 
-    let params = GenerateParams { max_tokens: reference.generated_ids.len(), stop_ids: Vec::new() };
+    let params = GenerateParams::new(reference.generated_ids.len(), Vec::new());
     let generation = engine.generate(&reference.input_ids, &params, |_| {}).expect("generates");
     assert_eq!(generation.tokens, reference.generated_ids, "{name}: greedy continuation");
 

@@ -123,13 +123,13 @@ fn speculative_output_equals_greedy_on_tiny_models_with_adversarial_drafts() {
             let max_tokens = rng.below(90);
             // The unbounded continuation, then a stop id taken from it so
             // generation ends on a stop id in about half of the cases.
-            let unbounded = GenerateParams { max_tokens: max_tokens + 40, stop_ids: Vec::new() };
+            let unbounded = GenerateParams::new(max_tokens + 40, Vec::new());
             let truth = engine.generate(&prompt, &unbounded, |_| {}).expect("greedy runs").tokens;
             let stop_ids = match (truth.is_empty(), rng.below(2)) {
                 (false, 0) => vec![truth[rng.below(truth.len())]],
                 _ => Vec::new(),
             };
-            let params = GenerateParams { max_tokens, stop_ids };
+            let params = GenerateParams::new(max_tokens, stop_ids);
             let greedy = engine.generate(&prompt, &params, |_| {}).expect("greedy runs");
 
             let width = 1 + rng.below(300);
@@ -178,7 +178,7 @@ fn all_right_drafts_take_few_steps() {
     let mut engine =
         Engine::load(&fixtures_dir().join("models").join("tiny-llama"), &EngineOptions::default()).expect("loads");
     let prompt = [5, 17, 200, 33];
-    let params = GenerateParams { max_tokens: 200, stop_ids: Vec::new() };
+    let params = GenerateParams::new(200, Vec::new());
     let greedy = engine.generate(&prompt, &params, |_| {}).expect("greedy runs");
     let mut text = TextDraft::new(greedy.tokens.clone());
     let (spec, streamed) = spec_run(&mut engine, &prompt, &params, &mut text, 512);
@@ -226,7 +226,7 @@ fn speculative_output_equals_greedy_on_the_default_model_for_apply_prompts() {
         let field = |key: &str| case[key].as_str().unwrap_or_default();
         let (original, update, expected) =
             (tokens(field("original")), tokens(field("update")), tokens(field("expected")));
-        let params = GenerateParams { max_tokens: OUTPUT_TOKENS, stop_ids: eos.clone() };
+        let params = GenerateParams::new(OUTPUT_TOKENS, eos.clone());
         let greedy = engine.generate(&prompt, &params, |_| {}).expect("greedy runs");
         let lookup = || PromptLookup::new(&[original.clone(), update.clone()], 2);
 

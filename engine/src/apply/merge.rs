@@ -68,6 +68,7 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
                 update_lines: piece.lines.clone(),
                 anchor: Anchor::Unplaced,
                 replaced: Some(cursor..cursor),
+                output: Some(out.len()..out.len()),
                 notes: vec![Note::Blank],
                 issues: Vec::new(),
             });
@@ -83,12 +84,14 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
                 );
                 let old = keys.original.get(region.clone()).unwrap_or_default();
                 let new_lines = update_lines.get(piece.lines.clone()).unwrap_or_default();
+                let output_start = out.len();
                 splice(&mut out, old, ids, original_lines.get(region.clone()).unwrap_or_default(), new_lines, eol);
                 cursor = region.end;
                 reports.push(PieceReport {
                     update_lines: piece.lines.clone(),
                     anchor: placement.anchor,
                     replaced: Some(region),
+                    output: Some(output_start..out.len()),
                     notes: placement.notes,
                     issues: placement.issues,
                 });
@@ -97,6 +100,7 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
                 update_lines: piece.lines.clone(),
                 anchor: Anchor::Unplaced,
                 replaced: None,
+                output: None,
                 notes: Vec::new(),
                 issues: vec![Issue::Unplaceable],
             }),

@@ -13,13 +13,21 @@
 //! reported and the original is left unchanged there.
 
 mod merge;
+mod model;
+mod pipeline;
+mod prompt;
 mod text;
+mod validate;
 
 use std::ops::Range;
 
 use graft_grammars::Language;
+use serde::Serialize;
 
 pub use merge::merge;
+pub use model::RegionSource;
+pub use pipeline::{apply, ApplyControl, ApplyMode, ApplyOutcome, ApplyProgress, ApplyReport, ApplyRequest, ApplyStats, RegionReport};
+pub use validate::{validate, Problem};
 
 /// The merged file and how it was made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,10 +39,11 @@ pub struct MergeResult {
 }
 
 /// What the merge did with the snippet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MergeReport {
     /// The language markers were detected for; `None`: unknown, line-based
     /// handling with every common comment syntax.
+    #[serde(serialize_with = "language_name")]
     pub language: Option<Language>,
     /// How lines were compared when anchoring.
     pub matching: Matching,
@@ -51,7 +60,8 @@ impl MergeReport {
 }
 
 /// How snippet lines were compared with original lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Matching {
     /// Byte-exact lines (line endings aside).
     Exact,
@@ -62,7 +72,7 @@ pub enum Matching {
 }
 
 /// One piece of the snippet: contiguous lines between markers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PieceReport {
     /// The piece's lines in the snippet, 0-based, end exclusive.
     pub update_lines: Range<usize>,
@@ -71,6 +81,8 @@ pub struct PieceReport {
     /// The original lines the piece replaced (0-based, end exclusive; empty
     /// for a pure insertion); `None` when the piece was not placed.
     pub replaced: Option<Range<usize>>,
+    /// The candidate's lines that replaced them; `None` when not placed.
+    pub output: Option<Range<usize>>,
     /// Facts worth knowing that do not make the result doubtful.
     pub notes: Vec<Note>,
     /// Ambiguities and failures: the result may be wrong here.
@@ -78,7 +90,8 @@ pub struct PieceReport {
 }
 
 /// How a piece found its place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Anchor {
     /// Its leading context lines occur once after the previous piece.
     UniqueContext,
@@ -95,7 +108,8 @@ pub enum Anchor {
 }
 
 /// Something the merge inferred that the snippet did not say outright.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Note {
     /// The snippet has no opening marker but its first piece anchors this
     /// many lines into the file: an opening marker is implied.
@@ -108,7 +122,8 @@ pub enum Note {
 }
 
 /// Why a piece's placement is doubtful or failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Issue {
     /// Its longest leading-context run occurs `candidates` times after the
     /// previous piece; the first was taken.
@@ -125,4 +140,9 @@ pub enum Issue {
     /// Its trailing context was found only after `deleted` original lines
     /// that the piece does not show, which it therefore deletes.
     LargeDeletion { deleted: usize },
+}
+
+/// Serializes a language as its name (`null` when unknown).
+fn language_name<S: serde::Serializer>(language: &Option<Language>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_some(&language.map(Language::name))
 }

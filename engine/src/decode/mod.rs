@@ -8,6 +8,8 @@ pub mod draft;
 pub mod spec;
 pub mod width;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
@@ -25,6 +27,20 @@ pub struct GenerateParams {
     pub max_tokens: usize,
     /// Ids that end generation (emitted, then stop). Empty: never stop early.
     pub stop_ids: Vec<u32>,
+    /// When set (by another thread), generation stops before the next
+    /// step with [`StopReason::Cancelled`].
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl GenerateParams {
+    /// Up to `max_tokens`, stopping at `stop_ids`, not cancellable.
+    pub fn new(max_tokens: usize, stop_ids: Vec<u32>) -> Self {
+        Self { max_tokens, stop_ids, cancel: None }
+    }
+
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed))
+    }
 }
 
 /// Why generation ended.
@@ -36,6 +52,8 @@ pub enum StopReason {
     MaxTokens,
     /// The model's context window is full.
     ContextFull,
+    /// [`GenerateParams::cancel`] was set.
+    Cancelled,
 }
 
 /// Figures of one generation. Plain greedy decoding drafts nothing, so its
@@ -179,6 +197,9 @@ pub fn generate_greedy(
         }
         if seq.len() + 1 > context {
             break StopReason::ContextFull;
+        }
+        if params.cancelled() {
+            break StopReason::Cancelled;
         }
         let forward_started = Instant::now();
         let logits = backend.forward(kv, seq, &[next], &[0])?;

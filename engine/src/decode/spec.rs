@@ -119,6 +119,9 @@ pub fn decode_speculative(
         if seq.len() + 1 > context {
             break StopReason::ContextFull;
         }
+        if params.cancelled() {
+            break StopReason::Cancelled;
+        }
         // Room for the pending token and k drafts: every accepted draft is an
         // output token (so at most what max_tokens leaves) and every fed
         // token needs a position inside the context.

@@ -54,7 +54,7 @@ pub fn generate(args: BenchGenerateArgs) -> anyhow::Result<()> {
     }
     prompt.truncate(args.prompt_tokens);
     // No stop ids: every run decodes exactly `decode_tokens`.
-    let params = GenerateParams { max_tokens: args.decode_tokens, stop_ids: Vec::new() };
+    let params = GenerateParams::new(args.decode_tokens, Vec::new());
 
     let bandwidth = measure_copy_bandwidth();
     let weight_bytes = engine.weight_bytes_per_token() as f64;
@@ -233,7 +233,7 @@ pub fn spec(args: BenchSpecArgs) -> anyhow::Result<()> {
         let expected = tokenizer.encode(&case.expected, false)?;
         let sources = [tokenizer.encode(&case.original, false)?, tokenizer.encode(&case.update, false)?];
         let cap = expected.len().min(args.max_output).min(context - prompt.len() - 1).max(1);
-        let params = GenerateParams { max_tokens: cap, stop_ids: eos.clone() };
+        let params = GenerateParams::new(cap, eos.clone());
 
         let prefilled = engine.prefill(&prompt)?;
         let mut drafters: [Box<dyn Drafter>; 3] = [

@@ -97,7 +97,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         (args.prompt.clone(), true)
     };
     let prompt = tokenizer.encode(&text, add_bos)?;
-    let params = GenerateParams { max_tokens: args.max_tokens, stop_ids: tokenizer.eos_ids().to_vec() };
+    let params = GenerateParams::new(args.max_tokens, tokenizer.eos_ids().to_vec());
 
     let mut drafter: Box<dyn Drafter> = match &args.draft {
         DraftSource::None => Box::new(NoDraft),
