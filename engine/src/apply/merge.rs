@@ -1,7 +1,8 @@
 //! [`merge`]: split the snippet at markers, anchor each piece in the
 //! original after the previous one, splice the pieces in, and report.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use graft_grammars::{is_marker_line, Language};
@@ -56,7 +57,7 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
     let keys = Keys::new(matching, &original_lines, &update_lines);
     let len = original_lines.len();
 
-    let mut out: Vec<(&str, &str)> = Vec::with_capacity(len + update_lines.len());
+    let mut out: Vec<(Cow<'_, str>, &str)> = Vec::with_capacity(len + update_lines.len());
     let mut cursor = 0;
     let mut reports = Vec::with_capacity(pieces.len());
     let last_index = pieces.len().saturating_sub(1);
@@ -80,12 +81,24 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
             Some(placement) => {
                 let region = placement.region.clone();
                 out.extend(
-                    original_lines.get(cursor..region.start).unwrap_or_default().iter().map(|l| (l.text, l.eol)),
+                    original_lines
+                        .get(cursor..region.start)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|l| (Cow::Borrowed(l.text), l.eol)),
                 );
                 let old = keys.original.get(region.clone()).unwrap_or_default();
                 let new_lines = update_lines.get(piece.lines.clone()).unwrap_or_default();
                 let output_start = out.len();
-                splice(&mut out, old, ids, original_lines.get(region.clone()).unwrap_or_default(), new_lines, eol);
+                splice(
+                    &mut out,
+                    matching,
+                    old,
+                    ids,
+                    original_lines.get(region.clone()).unwrap_or_default(),
+                    new_lines,
+                    eol,
+                );
                 cursor = region.end;
                 reports.push(PieceReport {
                     update_lines: piece.lines.clone(),
@@ -106,7 +119,7 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
             }),
         }
     }
-    out.extend(original_lines.get(cursor..).unwrap_or_default().iter().map(|l| (l.text, l.eol)));
+    out.extend(original_lines.get(cursor..).unwrap_or_default().iter().map(|l| (Cow::Borrowed(l.text), l.eol)));
 
     let final_newline = match original_lines.last() {
         Some(line) => !line.eol.is_empty(),
@@ -115,7 +128,7 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
     let mut text = String::with_capacity(original.len() + update.len());
     let count = out.len();
     for (i, (line, line_eol)) in out.into_iter().enumerate() {
-        text.push_str(line);
+        text.push_str(&line);
         if i + 1 < count {
             text.push_str(if line_eol.is_empty() { eol } else { line_eol });
         } else if final_newline {
@@ -128,26 +141,94 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
 /// Appends the piece (`new_lines`, ids `new`) in place of the original
 /// region (`old_lines`, ids `old`): lines the alignment pairs keep the
 /// original's text and ending; the others are the snippet's, ended by `eol`.
+/// Under whitespace-insensitive matching the snippet's own lines are
+/// re-indented the way its paired lines show the original indents
+/// ([`Reindent`]).
 fn splice<'a>(
-    out: &mut Vec<(&'a str, &'a str)>,
+    out: &mut Vec<(Cow<'a, str>, &'a str)>,
+    matching: Matching,
     old: &[u32],
     new: &[u32],
     old_lines: &[Line<'a>],
     new_lines: &[Line<'a>],
     eol: &'a str,
 ) {
-    for op in capture_diff_slices(Algorithm::Myers, old, new) {
+    let ops = capture_diff_slices(Algorithm::Myers, old, new);
+    let mut reindent = Reindent::default();
+    if matching == Matching::IgnoreWhitespace {
+        for op in &ops {
+            if let DiffOp::Equal { old_index, new_index, len } = *op {
+                for i in 0..len {
+                    if let (Some(o), Some(n)) = (old_lines.get(old_index + i), new_lines.get(new_index + i)) {
+                        reindent.learn(indent(n.text), indent(o.text));
+                    }
+                }
+            }
+        }
+    }
+    for op in ops {
         match op {
             DiffOp::Equal { old_index, len, .. } => {
                 let lines = old_lines.get(old_index..old_index + len).unwrap_or_default();
-                out.extend(lines.iter().map(|l| (l.text, l.eol)));
+                out.extend(lines.iter().map(|l| (Cow::Borrowed(l.text), l.eol)));
             }
             DiffOp::Insert { new_index, new_len, .. } | DiffOp::Replace { new_index, new_len, .. } => {
                 let lines = new_lines.get(new_index..new_index + new_len).unwrap_or_default();
-                out.extend(lines.iter().map(|l| (l.text, eol)));
+                out.extend(lines.iter().map(|l| (reindent.apply(l.text), eol)));
             }
             DiffOp::Delete { .. } => {}
         }
+    }
+}
+
+/// The leading whitespace of a line.
+fn indent(line: &str) -> &str {
+    &line[..line.len() - line.trim_start().len()]
+}
+
+/// How the snippet's indents map to the original's, learned from the
+/// lines they share: exact indent pairs, and a tab width when the snippet
+/// indents with tabs where the original uses spaces (or the reverse).
+#[derive(Default)]
+struct Reindent<'a> {
+    pairs: HashMap<&'a str, &'a str>,
+    /// Spaces per tab, when the snippet's tabs stand for the original's spaces.
+    tab_as_spaces: Option<usize>,
+    /// Spaces per tab, when the snippet's spaces stand for the original's tabs.
+    spaces_as_tab: Option<usize>,
+}
+
+impl<'a> Reindent<'a> {
+    fn learn(&mut self, snippet: &'a str, original: &'a str) {
+        if snippet == original || snippet.is_empty() {
+            return;
+        }
+        self.pairs.entry(snippet).or_insert(original);
+        let tabs = |s: &str| s.chars().all(|c| c == '\t');
+        let spaces = |s: &str| s.chars().all(|c| c == ' ');
+        if tabs(snippet) && spaces(original) && original.len() % snippet.len() == 0 {
+            self.tab_as_spaces.get_or_insert(original.len() / snippet.len());
+        }
+        if spaces(snippet) && tabs(original) && !original.is_empty() && snippet.len() % original.len() == 0 {
+            self.spaces_as_tab.get_or_insert(snippet.len() / original.len());
+        }
+    }
+
+    fn apply(&self, line: &'a str) -> Cow<'a, str> {
+        let lead = indent(line);
+        let body = &line[lead.len()..];
+        if let Some(mapped) = self.pairs.get(lead) {
+            return Cow::Owned(format!("{mapped}{body}"));
+        }
+        if let Some(width) = self.tab_as_spaces.filter(|_| !lead.is_empty() && lead.chars().all(|c| c == '\t')) {
+            return Cow::Owned(format!("{}{body}", " ".repeat(lead.len() * width)));
+        }
+        if let Some(width) =
+            self.spaces_as_tab.filter(|&w| !lead.is_empty() && lead.len() % w == 0 && lead.chars().all(|c| c == ' '))
+        {
+            return Cow::Owned(format!("{}{body}", "\t".repeat(lead.len() / width)));
+        }
+        Cow::Borrowed(line)
     }
 }
 
@@ -220,6 +301,97 @@ fn trailing_anchor(keys: &Keys, piece: &[u32], from: usize, max: usize) -> Optio
     best
 }
 
+/// The chosen end of a piece's region, with its alignment score.
+struct EndChoice {
+    /// End (exclusive) of the original region.
+    end: usize,
+    /// Weighted matched lines minus [`DELETION_COST`] per original line
+    /// the piece deletes.
+    score: i64,
+    /// The best score of another end, if any was scored.
+    runner_up: Option<i64>,
+    /// Original lines the piece deletes with this end.
+    deleted: usize,
+    /// Some other end came before this one.
+    earlier: bool,
+}
+
+/// Cost of deleting an original line the piece does not show, in the
+/// units of [`super::text::line_weight`].
+const DELETION_COST: i64 = 2;
+
+/// Scores of two ends this close make the end ambiguous.
+const AMBIGUOUS_END_MARGIN: i64 = 0;
+
+/// Candidate ends scored exactly at most (the nearest ones, then those
+/// with the longest trailing runs).
+const MAX_SCORED_ENDS: usize = 12;
+
+/// Where the rest of a piece (`rest`, after its leading context) ends in
+/// the original, its region starting at `from`: among the original lines
+/// equal to the piece's last line, the end whose region aligns best with
+/// `rest` (most weighted matched lines, fewest unshown lines deleted),
+/// nearest on ties.
+fn choose_end(keys: &Keys, rest: &[u32], from: usize) -> Option<EndChoice> {
+    let last = *rest.last()?;
+    let occurrences = keys.occurrences(last, from);
+    if occurrences.is_empty() {
+        return None;
+    }
+    let total_weight: i64 = rest.iter().map(|&id| i64::from(keys.weight(id))).sum();
+    // The nearest ends, and the ones with the longest trailing runs.
+    let mut by_run: Vec<(usize, usize)> =
+        occurrences.iter().map(|&j| (run_backward(&keys.original, j, from, rest, rest.len()), j)).collect();
+    by_run.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut candidates: Vec<usize> = occurrences.iter().copied().take(MAX_SCORED_ENDS / 2).collect();
+    candidates.extend(by_run.iter().map(|&(_, j)| j).take(MAX_SCORED_ENDS / 2));
+    candidates.sort_unstable();
+    candidates.dedup();
+
+    let mut best: Option<EndChoice> = None;
+    let mut runner_up: Option<i64> = None;
+    for (index, &j) in candidates.iter().enumerate() {
+        let region = keys.original.get(from..=j).unwrap_or_default();
+        let unmatched_floor = region.len().saturating_sub(rest.len()) as i64;
+        let bound = total_weight - DELETION_COST * unmatched_floor;
+        if best.as_ref().is_some_and(|b| bound < b.score) && runner_up.is_some_and(|r| bound < r) {
+            continue;
+        }
+        let (matched_weight, matched_lines) = alignment(keys, region, rest);
+        let deleted = region.len() - matched_lines;
+        let score = matched_weight - DELETION_COST * deleted as i64;
+        match &mut best {
+            Some(b) if score <= b.score => runner_up = Some(runner_up.map_or(score, |r| r.max(score))),
+            _ => {
+                if let Some(b) = &best {
+                    runner_up = Some(runner_up.map_or(b.score, |r| r.max(b.score)));
+                }
+                best = Some(EndChoice { end: j + 1, score, runner_up: None, deleted, earlier: index > 0 });
+            }
+        }
+    }
+    best.map(|b| EndChoice { runner_up, ..b })
+}
+
+/// Weighted and plain counts of the lines a diff pairs between `region`
+/// and `piece`.
+fn alignment(keys: &Keys, region: &[u32], piece: &[u32]) -> (i64, usize) {
+    let mut weight = 0;
+    let mut lines = 0;
+    for op in capture_diff_slices(Algorithm::Myers, region, piece) {
+        if let DiffOp::Equal { old_index, len, .. } = op {
+            lines += len;
+            weight += region
+                .get(old_index..old_index + len)
+                .unwrap_or_default()
+                .iter()
+                .map(|&id| i64::from(keys.weight(id)))
+                .sum::<i64>();
+        }
+    }
+    (weight, lines)
+}
+
 /// Where `piece` (ids) goes in `original`, searching from line `from`.
 fn place(
     original: &[u32],
@@ -278,13 +450,15 @@ fn place(
         lead_end
     } else {
         let rest = piece.get(lead..).unwrap_or_default();
-        match trailing_anchor(keys, rest, lead_end, rest.len()) {
-            Some((end, matched, earlier)) => {
-                let unshown = (end - matched).saturating_sub(lead_end);
-                if earlier && unshown > LARGE_DELETION + 2 * (rest.len() - matched) {
-                    issues.push(Issue::LargeDeletion { deleted: unshown });
+        match choose_end(keys, rest, lead_end) {
+            Some(choice) => {
+                if choice.runner_up.is_some_and(|other| other + AMBIGUOUS_END_MARGIN >= choice.score) {
+                    issues.push(Issue::AmbiguousEnd);
                 }
-                end
+                if choice.deleted > LARGE_DELETION && choice.earlier {
+                    issues.push(Issue::LargeDeletion { deleted: choice.deleted });
+                }
+                choice.end
             }
             None if ends_file => len,
             None => {

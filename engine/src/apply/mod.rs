@@ -26,7 +26,9 @@ use serde::Serialize;
 
 pub use merge::merge;
 pub use model::RegionSource;
-pub use pipeline::{apply, ApplyControl, ApplyMode, ApplyOutcome, ApplyProgress, ApplyReport, ApplyRequest, ApplyStats, RegionReport};
+pub use pipeline::{
+    apply, ApplyControl, ApplyMode, ApplyOutcome, ApplyProgress, ApplyReport, ApplyRequest, ApplyStats, RegionReport,
+};
 pub use validate::{validate, Problem};
 
 /// The merged file and how it was made.
@@ -137,6 +139,9 @@ pub enum Issue {
     /// Its trailing lines occur nowhere after its leading context: its new
     /// lines were inserted right after the leading context.
     TrailNotFound,
+    /// Two ends of its region in the original align about equally well
+    /// with it; the better (or nearer) was taken.
+    AmbiguousEnd,
     /// Its trailing context was found only after `deleted` original lines
     /// that the piece does not show, which it therefore deletes.
     LargeDeletion { deleted: usize },

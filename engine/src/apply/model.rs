@@ -136,7 +136,8 @@ pub(super) fn plan_regions(request: &ApplyRequest<'_>, merged: &MergeResult) -> 
         let span = match &piece.replaced {
             Some(replaced) => replaced.clone(),
             None => {
-                let before = placed.iter().rev().find(|(r, _)| pieces[..index].iter().any(|p| p.replaced.as_ref() == Some(r)));
+                let before =
+                    placed.iter().rev().find(|(r, _)| pieces[..index].iter().any(|p| p.replaced.as_ref() == Some(r)));
                 let after = placed.iter().find(|(r, _)| pieces[index..].iter().any(|p| p.replaced.as_ref() == Some(r)));
                 let start = before.map_or(0, |(r, _)| r.end);
                 let end = after.map_or(original_len, |(r, _)| r.start);
@@ -181,7 +182,9 @@ pub(super) fn plan_regions(request: &ApplyRequest<'_>, merged: &MergeResult) -> 
 fn enclosing_candidates(request: &ApplyRequest<'_>) -> Vec<Range<usize>> {
     let Some(language) = request.language else { return Vec::new() };
     let Ok(tree) = parse(language, request.original) else { return Vec::new() };
-    items(language, &tree, request.original).map(|list| list.into_iter().map(|i| i.line_range).collect()).unwrap_or_default()
+    items(language, &tree, request.original)
+        .map(|list| list.into_iter().map(|i| i.line_range).collect())
+        .unwrap_or_default()
 }
 
 /// Widens `range` so neither end falls strictly inside a placed piece's
@@ -236,8 +239,8 @@ pub(super) fn rewrite(
     let eol = dominant_eol(&original);
 
     // Auto: a clean, valid merge needs no model at all.
-    let merge_trusted = merged.report.is_clean()
-        && validate(request.original, &merged.text, request.language, &[]).is_empty();
+    let merge_trusted =
+        merged.report.is_clean() && validate(request.original, &merged.text, request.language, &[]).is_empty();
     let runs_model = |region: &Region| match mode {
         ApplyMode::Model => true,
         ApplyMode::Auto => region.doubtful || !merge_trusted,
@@ -402,7 +405,8 @@ fn rewrite_region(
 
     let mut lookup_sources = vec![tokenizer.encode(&region_text, false)?];
     lookup_sources.push(tokenizer.encode(&edit, false)?);
-    let mut drafter = CompositeDraft::new(TextDraft::new(reference), PromptLookup::new(&lookup_sources, DEFAULT_MIN_NGRAM));
+    let mut drafter =
+        CompositeDraft::new(TextDraft::new(reference), PromptLookup::new(&lookup_sources, DEFAULT_MIN_NGRAM));
     let mut params = GenerateParams::new(max_output, tokenizer.eos_ids().to_vec());
     params.cancel = control.cancel.clone();
 

@@ -187,7 +187,11 @@ pub struct ApplyStats {
 /// Applies `request`: the structural merge, then (mode model or auto) the
 /// model on regions, then validation. `engine` is needed by the model and
 /// auto modes; auto without one keeps the merge and says so in the report.
-pub fn apply(request: &ApplyRequest<'_>, engine: Option<&mut Engine>, control: ApplyControl<'_>) -> Result<ApplyOutcome> {
+pub fn apply(
+    request: &ApplyRequest<'_>,
+    engine: Option<&mut Engine>,
+    control: ApplyControl<'_>,
+) -> Result<ApplyOutcome> {
     let started = Instant::now();
     control.check_cancelled()?;
     let merged = merge(request.original, request.update, request.language);

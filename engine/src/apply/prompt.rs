@@ -96,10 +96,8 @@ pub fn render_text(tokenizer: &Tokenizer, prompt: &RegionPrompt<'_>) -> Result<(
         Some((lines, total)) => format!("<file lines=\"{}-{} of {total}\">", lines.start + 1, lines.end),
         None => "<file>".to_string(),
     };
-    let stable = format!(
-        "Apply an edit to a {language} file. The file:\n{file_tag}\n{}</file>\n",
-        with_newline(prompt.context)
-    );
+    let stable =
+        format!("Apply an edit to a {language} file. The file:\n{file_tag}\n{}</file>\n", with_newline(prompt.context));
     let mut rest = format!(
         "Rewrite lines {}-{} of the file:\n<region>\n{}</region>\n\
          The edit to apply (comments like `... existing code ...` stand for unchanged code):\n<edit>\n{}</edit>\n",

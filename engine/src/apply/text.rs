@@ -61,15 +61,37 @@ pub(super) struct Keys {
     pub update: Vec<u32>,
     /// Ascending original line numbers of each id.
     pub positions: Vec<Vec<usize>>,
+    /// How much a match of each id is worth when scoring alignments
+    /// ([`line_weight`]).
+    pub weights: Vec<u32>,
+}
+
+/// What matching a line says about a placement: a blank line little, a
+/// line of punctuation (`}`, `)`, `]);`) or a short keyword somewhat, a line
+/// with a name or text a lot.
+pub(super) fn line_weight(text: &str) -> u32 {
+    let trimmed = text.trim();
+    let words = trimmed.chars().filter(|c| c.is_alphanumeric()).count();
+    if trimmed.is_empty() {
+        1
+    } else if words < 4 {
+        2
+    } else {
+        6
+    }
 }
 
 impl Keys {
     /// Interns both texts' lines under `matching`.
     pub fn new<'a>(matching: Matching, original: &[Line<'a>], update: &[Line<'a>]) -> Self {
         let mut ids: HashMap<&'a str, u32> = HashMap::new();
+        let mut weights = Vec::new();
         let mut intern = |text: &'a str| -> u32 {
             let next = u32::try_from(ids.len()).unwrap_or(u32::MAX);
-            *ids.entry(key(matching, text)).or_insert(next)
+            *ids.entry(key(matching, text)).or_insert_with(|| {
+                weights.push(line_weight(text));
+                next
+            })
         };
         let original_ids: Vec<u32> = original.iter().map(|l| intern(l.text)).collect();
         let update_ids: Vec<u32> = update.iter().map(|l| intern(l.text)).collect();
@@ -79,7 +101,12 @@ impl Keys {
                 list.push(line);
             }
         }
-        Keys { original: original_ids, update: update_ids, positions }
+        Keys { original: original_ids, update: update_ids, positions, weights }
+    }
+
+    /// The weight of a match of `id`.
+    pub fn weight(&self, id: u32) -> u32 {
+        self.weights.get(id as usize).copied().unwrap_or(1)
     }
 
     /// Original lines at or after `from` whose id is `id`.

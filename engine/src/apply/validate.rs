@@ -47,7 +47,11 @@ pub fn validate(
                 if after.len() > before.len() {
                     let line = after
                         .iter()
-                        .find(|p| !before.iter().any(|b| b.missing == p.missing && line_text_eq(original, b.line, result, p.line)))
+                        .find(|p| {
+                            !before
+                                .iter()
+                                .any(|b| b.missing == p.missing && line_text_eq(original, b.line, result, p.line))
+                        })
                         .or(after.first())
                         .map_or(0, |p| p.line);
                     problems.push(Problem::NewSyntaxErrors { original: before.len(), result: after.len(), line });
