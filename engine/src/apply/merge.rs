@@ -168,9 +168,17 @@ fn splice<'a>(
     }
     for op in ops {
         match op {
-            DiffOp::Equal { old_index, len, .. } => {
-                let lines = old_lines.get(old_index..old_index + len).unwrap_or_default();
-                out.extend(lines.iter().map(|l| (Cow::Borrowed(l.text), l.eol)));
+            DiffOp::Equal { old_index, new_index, len } => {
+                for i in 0..len {
+                    let (Some(o), Some(n)) = (old_lines.get(old_index + i), new_lines.get(new_index + i)) else {
+                        continue;
+                    };
+                    if reindent.is_reindent(indent(n.text), indent(o.text)) {
+                        out.push((Cow::Borrowed(n.text), eol));
+                    } else {
+                        out.push((Cow::Borrowed(o.text), o.eol));
+                    }
+                }
             }
             DiffOp::Insert { new_index, new_len, .. } | DiffOp::Replace { new_index, new_len, .. } => {
                 let lines = new_lines.get(new_index..new_index + new_len).unwrap_or_default();
@@ -196,16 +204,26 @@ struct Reindent<'a> {
     tab_as_spaces: Option<usize>,
     /// Spaces per tab, when the snippet's spaces stand for the original's tabs.
     spaces_as_tab: Option<usize>,
+    /// Depth differences (original minus snippet, in indent characters) of
+    /// the shared lines indented with one and the same character.
+    shifts: Vec<isize>,
 }
 
 impl<'a> Reindent<'a> {
     fn learn(&mut self, snippet: &'a str, original: &'a str) {
+        let tabs = |s: &str| s.chars().all(|c| c == '\t');
+        let spaces = |s: &str| s.chars().all(|c| c == ' ');
+        if (tabs(snippet) && tabs(original)) || (spaces(snippet) && spaces(original)) {
+            self.shifts.push(original.len() as isize - snippet.len() as isize);
+        }
         if snippet == original || snippet.is_empty() {
             return;
         }
-        self.pairs.entry(snippet).or_insert(original);
-        let tabs = |s: &str| s.chars().all(|c| c == '\t');
-        let spaces = |s: &str| s.chars().all(|c| c == ' ');
+        // Only a change of indent character is drift; a change of depth in
+        // the same character may be the edit itself.
+        if tabs(snippet) != tabs(original) || spaces(snippet) != spaces(original) {
+            self.pairs.entry(snippet).or_insert(original);
+        }
         if tabs(snippet) && spaces(original) && original.len() % snippet.len() == 0 {
             self.tab_as_spaces.get_or_insert(original.len() / snippet.len());
         }
@@ -214,9 +232,34 @@ impl<'a> Reindent<'a> {
         }
     }
 
+    /// The depth change every shared line shows, when they all show the
+    /// same non-zero one (the snippet is shifted as a whole).
+    fn uniform_shift(&self) -> Option<isize> {
+        let first = *self.shifts.first()?;
+        (first != 0 && self.shifts.iter().all(|&s| s == first)).then_some(first)
+    }
+
+    /// Whether a shared line whose indent went from `original` to `snippet`
+    /// was re-indented by the edit: a change of depth in the same indent
+    /// character, while the snippet as a whole is not shifted.
+    fn is_reindent(&self, snippet: &str, original: &str) -> bool {
+        let same_class = |a: &str, b: &str| {
+            (a.chars().all(|c| c == ' ') && b.chars().all(|c| c == ' '))
+                || (a.chars().all(|c| c == '\t') && b.chars().all(|c| c == '\t'))
+        };
+        snippet != original && same_class(snippet, original) && self.uniform_shift().is_none()
+    }
+
     fn apply(&self, line: &'a str) -> Cow<'a, str> {
         let lead = indent(line);
         let body = &line[lead.len()..];
+        if let Some(shift) = self.uniform_shift() {
+            let unit = if lead.starts_with('\t') { "\t" } else { " " };
+            if lead.chars().all(|c| c.to_string() == unit) && !body.is_empty() {
+                let depth = (lead.len() as isize + shift).max(0) as usize;
+                return Cow::Owned(format!("{}{body}", unit.repeat(depth)));
+            }
+        }
         if let Some(mapped) = self.pairs.get(lead) {
             return Cow::Owned(format!("{mapped}{body}"));
         }
