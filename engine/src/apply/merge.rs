@@ -16,6 +16,10 @@ use super::{Anchor, Issue, Matching, MergeReport, MergeResult, Note, PieceReport
 /// closer, the lines before it are taken as deleted.
 const EDGE_SLACK: usize = 8;
 
+/// A snippet without markers is read as the whole new file when it has
+/// at least one line for every this many of the original's.
+const WHOLE_FILE_SHARE: usize = 2;
+
 /// Whitespace-insensitive matching is used when at least one in this many
 /// non-blank snippet lines matches the original only modulo whitespace.
 const DRIFT_RATIO: usize = 5;
@@ -77,7 +81,16 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
         }
         let opens_file = index == 0 && !piece.marker_before;
         let ends_file = index == last_index && !piece.marker_after;
-        match place(&keys.original, &keys, ids, cursor, opens_file, ends_file) {
+        let mut placement = place(&keys.original, &keys, ids, cursor, opens_file, ends_file);
+        if opens_file && ends_file && ids.len() * WHOLE_FILE_SHARE >= len {
+            // No marker at all and about the file's size: the snippet is the
+            // whole new file. Where its ends anchor inside the file, it may
+            // still be a fragment: those issues stay.
+            let issues = placement.map(|p| p.issues).unwrap_or_default();
+            placement =
+                Some(Placement { region: 0..len, anchor: Anchor::WholeFile, notes: Vec::new(), issues });
+        }
+        match placement {
             Some(placement) => {
                 let region = placement.region.clone();
                 out.extend(
@@ -90,7 +103,7 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
                 let old = keys.original.get(region.clone()).unwrap_or_default();
                 let new_lines = update_lines.get(piece.lines.clone()).unwrap_or_default();
                 let output_start = out.len();
-                splice(
+                let guessed = splice(
                     &mut out,
                     matching,
                     old,
@@ -100,13 +113,17 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
                     eol,
                 );
                 cursor = region.end;
+                let mut issues = placement.issues;
+                if guessed > 0 {
+                    issues.push(Issue::WhitespaceGuess { lines: guessed });
+                }
                 reports.push(PieceReport {
                     update_lines: piece.lines.clone(),
                     anchor: placement.anchor,
                     replaced: Some(region),
                     output: Some(output_start..out.len()),
                     notes: placement.notes,
-                    issues: placement.issues,
+                    issues,
                 });
             }
             None => reports.push(PieceReport {
@@ -152,7 +169,7 @@ fn splice<'a>(
     old_lines: &[Line<'a>],
     new_lines: &[Line<'a>],
     eol: &'a str,
-) {
+) -> usize {
     let ops = capture_diff_slices(Algorithm::Myers, old, new);
     let mut reindent = Reindent::default();
     if matching == Matching::IgnoreWhitespace {
@@ -166,6 +183,7 @@ fn splice<'a>(
             }
         }
     }
+    let mut guessed = 0;
     for op in ops {
         match op {
             DiffOp::Equal { old_index, new_index, len } => {
@@ -173,6 +191,9 @@ fn splice<'a>(
                     let (Some(o), Some(n)) = (old_lines.get(old_index + i), new_lines.get(new_index + i)) else {
                         continue;
                     };
+                    if o.text != n.text {
+                        guessed += 1;
+                    }
                     if reindent.is_reindent(indent(n.text), indent(o.text)) {
                         out.push((Cow::Borrowed(n.text), eol));
                     } else {
@@ -180,13 +201,43 @@ fn splice<'a>(
                     }
                 }
             }
+            DiffOp::Replace { old_index, old_len, new_index, new_len } if old_len == new_len => {
+                // Pairs that differ only in the indent character (tabs for
+                // spaces) are the snippet's drift: keep the original. Pairs
+                // that differ only in whitespace otherwise are a guess.
+                for i in 0..new_len {
+                    let (Some(o), Some(n)) = (old_lines.get(old_index + i), new_lines.get(new_index + i)) else {
+                        continue;
+                    };
+                    if o.text.trim() == n.text.trim() {
+                        guessed += 1;
+                        if indent_class_differs(indent(n.text), indent(o.text)) {
+                            out.push((Cow::Borrowed(o.text), o.eol));
+                            continue;
+                        }
+                    }
+                    let text = reindent.apply(n.text);
+                    guessed += usize::from(text != n.text);
+                    out.push((text, eol));
+                }
+            }
             DiffOp::Insert { new_index, new_len, .. } | DiffOp::Replace { new_index, new_len, .. } => {
-                let lines = new_lines.get(new_index..new_index + new_len).unwrap_or_default();
-                out.extend(lines.iter().map(|l| (reindent.apply(l.text), eol)));
+                for line in new_lines.get(new_index..new_index + new_len).unwrap_or_default() {
+                    let text = reindent.apply(line.text);
+                    guessed += usize::from(text != line.text);
+                    out.push((text, eol));
+                }
             }
             DiffOp::Delete { .. } => {}
         }
     }
+    guessed
+}
+
+/// Whether two non-empty indents use different characters (tabs against
+/// spaces).
+fn indent_class_differs(a: &str, b: &str) -> bool {
+    !a.is_empty() && !b.is_empty() && (a.contains('\t') != b.contains('\t') || a.contains(' ') != b.contains(' '))
 }
 
 /// The leading whitespace of a line.
@@ -447,7 +498,7 @@ fn place(
     let len = original.len();
     let n = piece.len();
     let first = *piece.first()?;
-    let mut notes = Vec::new();
+    let notes = Vec::new();
     let mut issues = Vec::new();
 
     let mut best_len = 0;
@@ -484,7 +535,7 @@ fn place(
         if start < EDGE_SLACK {
             start = 0;
         } else {
-            notes.push(Note::ImpliedOpeningMarker { line: start });
+            issues.push(Issue::ImpliedOpeningMarker { line: start });
         }
     }
 
@@ -514,7 +565,7 @@ fn place(
         if len - end.min(len) < EDGE_SLACK {
             end = len;
         } else {
-            notes.push(Note::ImpliedClosingMarker { lines_before_end: len - end });
+            issues.push(Issue::ImpliedClosingMarker { lines_before_end: len - end });
         }
     }
     Some(Placement { region: start..end.max(start), anchor, notes, issues })

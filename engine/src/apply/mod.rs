@@ -105,6 +105,8 @@ pub enum Anchor {
     /// Its leading lines were not found; it was placed by its trailing
     /// context alone (see [`Issue::LeadNotFound`]).
     TrailingContext,
+    /// The snippet has no marker at all: it is the whole new file.
+    WholeFile,
     /// It could not be placed; the original is unchanged there.
     Unplaced,
 }
@@ -113,12 +115,6 @@ pub enum Anchor {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Note {
-    /// The snippet has no opening marker but its first piece anchors this
-    /// many lines into the file: an opening marker is implied.
-    ImpliedOpeningMarker { line: usize },
-    /// The snippet has no closing marker but its last piece ends this many
-    /// lines before the end of the file: a closing marker is implied.
-    ImpliedClosingMarker { lines_before_end: usize },
     /// The piece is blank between two markers; ignored.
     Blank,
 }
@@ -139,6 +135,19 @@ pub enum Issue {
     /// Its trailing lines occur nowhere after its leading context: its new
     /// lines were inserted right after the leading context.
     TrailNotFound,
+    /// The snippet has no opening marker but its first piece anchors this
+    /// many lines into the file: the lines before it were kept (an opening
+    /// marker is implied), though the snippet may mean them deleted.
+    ImpliedOpeningMarker { line: usize },
+    /// The snippet has no closing marker but its last piece ends this many
+    /// lines before the end of the file: they were kept (a closing marker
+    /// is implied), though the snippet may mean them deleted.
+    ImpliedClosingMarker { lines_before_end: usize },
+    /// This many of its lines differ from the original lines they were
+    /// paired with only in whitespace, or were re-indented to the original's
+    /// style: the snippet's whitespace was read as drift or as an edit, and
+    /// either may be wrong.
+    WhitespaceGuess { lines: usize },
     /// Two ends of its region in the original align about equally well
     /// with it; the better (or nearer) was taken.
     AmbiguousEnd,
