@@ -1,13 +1,14 @@
 //! The structural merge on every case of the shared apply data
 //! (`dev.jsonl`, `dev-hard.jsonl`, read in place): exact-match counts per
-//! set and per perturbation, floors on them, and no unflagged corruption (a
-//! wrong result whose report is clean).
+//! set and per perturbation, floors on them, and unflagged corruptions (a
+//! wrong result that the merge-mode apply neither flags nor fails to
+//! validate) held at what was reached.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use graft_engine::apply::merge;
+use graft_engine::apply::{apply, merge, ApplyControl, ApplyMode, ApplyRequest};
 use graft_grammars::Language;
 use serde::Deserialize;
 
@@ -52,7 +53,16 @@ fn run(path: &Path) -> Tally {
         let kind = tally.per_kind.entry(case.perturbation.unwrap_or_else(|| "all".into())).or_default();
         kind.0 += usize::from(ok);
         kind.1 += 1;
-        if !ok && result.report.is_clean() {
+        let request = ApplyRequest {
+            original: &case.original,
+            update: &case.update,
+            instruction: None,
+            language,
+            mode: ApplyMode::Merge,
+            whole_file: false,
+        };
+        let flagged = apply(&request, None, ApplyControl::default()).map_or(true, |o| o.flagged());
+        if !ok && !flagged {
             tally.unflagged_wrong.push(case.id);
         }
     }
@@ -86,9 +96,25 @@ fn merge_on_dev_and_dev_hard() {
     assert_eq!(hard_tally.cases, 152);
     assert!(dev_tally.exact >= DEV_FLOOR, "dev.jsonl: {} exact, floor {DEV_FLOOR}", dev_tally.exact);
     assert!(hard_tally.exact >= HARD_FLOOR, "dev-hard.jsonl: {} exact, floor {HARD_FLOOR}", hard_tally.exact);
+    assert!(
+        dev_tally.unflagged_wrong.len() <= DEV_UNFLAGGED_CEILING,
+        "dev.jsonl: unflagged corruptions {:?}",
+        dev_tally.unflagged_wrong
+    );
+    assert!(
+        hard_tally.unflagged_wrong.is_empty(),
+        "dev-hard.jsonl: unflagged corruptions {:?}",
+        hard_tally.unflagged_wrong
+    );
 }
 
+/// Unflagged corruptions left on dev.jsonl: one case
+/// (clap-rs/clap@349927bfb1, a snippet whose new block repeats its own
+/// context lines, so the far reading deletes an unshown constant). The
+/// target is zero; this ceiling only stops regressions.
+const DEV_UNFLAGGED_CEILING: usize = 1;
+
 /// Exact matches reached on dev.jsonl, rounded down a little.
-const DEV_FLOOR: usize = 285;
+const DEV_FLOOR: usize = 293;
 /// Exact matches reached on dev-hard.jsonl, rounded down a little.
-const HARD_FLOOR: usize = 115;
+const HARD_FLOOR: usize = 140;

@@ -5,16 +5,29 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
-use graft_grammars::{is_marker_line, Language};
+use graft_grammars::{is_marker_line, items, parse, Language};
 use similar::{capture_diff_slices, Algorithm, DiffOp};
 
-use super::text::{dominant_eol, key, split_lines, Keys, Line};
+use super::text::{dominant_eol, key, line_weight, split_lines, Keys, Line};
 use super::{Anchor, Issue, Matching, MergeReport, MergeResult, Note, PieceReport};
 
 /// A first piece without an opening marker that anchors at least this many
 /// lines into the file implies the marker (and likewise at the end);
 /// closer, the lines before it are taken as deleted.
 const EDGE_SLACK: usize = 8;
+
+/// A piece that deletes this many consecutive original lines it does not
+/// show (its context lines around them) is flagged: the snippet may mean
+/// them deleted, or may have elided them without a marker.
+const UNSHOWN_DELETION: usize = 5;
+
+/// [`line_weight`] of lines (blank, punctuation) that a diff pairs
+/// anywhere: they do not end a run of deleted lines.
+const TRIVIAL_WEIGHT: u32 = 2;
+
+/// Informative inserted lines in a row that, found in a row in the
+/// original too, make an insertion a likely duplicate.
+const DUPLICATE_RUN: usize = 3;
 
 /// A snippet without markers is read as the whole new file when it has
 /// at least one line for every this many of the original's.
@@ -60,6 +73,12 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
     let matching = choose_matching(&original_lines, &update_lines, &markers);
     let keys = Keys::new(matching, &original_lines, &update_lines);
     let len = original_lines.len();
+    let original_items = language
+        .and_then(|language| {
+            let tree = parse(language, original).ok()?;
+            items(language, &tree, original).ok()
+        })
+        .unwrap_or_default();
 
     let mut out: Vec<(Cow<'_, str>, &str)> = Vec::with_capacity(len + update_lines.len());
     let mut cursor = 0;
@@ -87,8 +106,7 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
             // whole new file. Where its ends anchor inside the file, it may
             // still be a fragment: those issues stay.
             let issues = placement.map(|p| p.issues).unwrap_or_default();
-            placement =
-                Some(Placement { region: 0..len, anchor: Anchor::WholeFile, notes: Vec::new(), issues });
+            placement = Some(Placement { region: 0..len, anchor: Anchor::WholeFile, notes: Vec::new(), issues });
         }
         match placement {
             Some(placement) => {
@@ -103,8 +121,9 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
                 let old = keys.original.get(region.clone()).unwrap_or_default();
                 let new_lines = update_lines.get(piece.lines.clone()).unwrap_or_default();
                 let output_start = out.len();
-                let guessed = splice(
+                let spliced = splice(
                     &mut out,
+                    &keys,
                     matching,
                     old,
                     ids,
@@ -114,8 +133,21 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
                 );
                 cursor = region.end;
                 let mut issues = placement.issues;
-                if guessed > 0 {
-                    issues.push(Issue::WhitespaceGuess { lines: guessed });
+                if spliced.guessed > 0 {
+                    issues.push(Issue::WhitespaceGuess { lines: spliced.guessed });
+                }
+                if spliced.duplicated {
+                    issues.push(Issue::DuplicatesOriginal);
+                }
+                if let Some(item) = spliced.defined.iter().find_map(|name| {
+                    original_items.iter().find(|i| {
+                        i.name == *name && (i.line_range.end <= region.start || i.line_range.start >= region.end)
+                    })
+                }) {
+                    issues.push(Issue::RedefinesItem { line: item.line_range.start });
+                }
+                if spliced.longest_deletion >= UNSHOWN_DELETION {
+                    issues.push(Issue::UnshownDeletion { lines: spliced.longest_deletion });
                 }
                 reports.push(PieceReport {
                     update_lines: piece.lines.clone(),
@@ -163,13 +195,14 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
 /// ([`Reindent`]).
 fn splice<'a>(
     out: &mut Vec<(Cow<'a, str>, &'a str)>,
+    keys: &Keys,
     matching: Matching,
     old: &[u32],
     new: &[u32],
     old_lines: &[Line<'a>],
     new_lines: &[Line<'a>],
     eol: &'a str,
-) -> usize {
+) -> Spliced<'a> {
     let ops = capture_diff_slices(Algorithm::Myers, old, new);
     let mut reindent = Reindent::default();
     if matching == Matching::IgnoreWhitespace {
@@ -184,7 +217,25 @@ fn splice<'a>(
         }
     }
     let mut guessed = 0;
+    let mut longest_deletion = 0;
+    let mut duplicated = false;
+    let mut defined = Vec::new();
+    // Deleted original lines in a row, counting through matched lines of
+    // mere punctuation or blanks (which a diff pairs anywhere).
+    let mut deletion_run = 0;
     for op in ops {
+        let trivial_match = match op {
+            DiffOp::Equal { old_index, len, .. } => old_lines
+                .get(old_index..old_index + len)
+                .unwrap_or_default()
+                .iter()
+                .all(|l| line_weight(l.text) <= TRIVIAL_WEIGHT),
+            DiffOp::Delete { .. } => true,
+            _ => false,
+        };
+        if !trivial_match {
+            deletion_run = 0;
+        }
         match op {
             DiffOp::Equal { old_index, new_index, len } => {
                 for i in 0..len {
@@ -222,16 +273,70 @@ fn splice<'a>(
                 }
             }
             DiffOp::Insert { new_index, new_len, .. } | DiffOp::Replace { new_index, new_len, .. } => {
+                let inserted = new.get(new_index..new_index + new_len).unwrap_or_default();
+                duplicated |= repeats_original(keys, inserted);
                 for line in new_lines.get(new_index..new_index + new_len).unwrap_or_default() {
+                    defined.extend(defined_name(line.text));
                     let text = reindent.apply(line.text);
                     guessed += usize::from(text != line.text);
                     out.push((text, eol));
                 }
             }
-            DiffOp::Delete { .. } => {}
+            DiffOp::Delete { old_len, .. } => {
+                deletion_run += old_len;
+                longest_deletion = longest_deletion.max(deletion_run);
+            }
         }
     }
-    guessed
+    Spliced { guessed, longest_deletion, duplicated, defined }
+}
+
+/// The name a line defines, when it opens a definition (`fn x`, `def x`,
+/// `func (r T) x`, `function x`, `class X`, `struct X`...).
+fn defined_name(line: &str) -> Option<&str> {
+    const KEYWORDS: [&str; 11] =
+        ["fn", "def", "func", "function", "class", "struct", "enum", "trait", "interface", "type", "impl"];
+    let mut words = line.trim_start().split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '(' || c == ')'));
+    while let Some(word) = words.next() {
+        if KEYWORDS.contains(&word) {
+            let mut name = words.next()?;
+            if name.starts_with('(') {
+                // A Go receiver: the name follows it.
+                name = words.find(|w| !w.is_empty() && !w.contains(')') && !w.contains('('))?;
+            }
+            let name = name.split('(').next()?;
+            return (!name.is_empty()).then_some(name);
+        }
+        if !matches!(word, "pub" | "export" | "async" | "default" | "abstract" | "static" | "const" | "unsafe" | "")
+            && !word.starts_with("pub(")
+        {
+            return None;
+        }
+    }
+    None
+}
+
+/// Whether `inserted` (snippet line ids the alignment did not pair) holds
+/// [`DUPLICATE_RUN`] informative lines in a row that the original already
+/// has in a row: the snippet may show existing code as context that was
+/// anchored elsewhere, and inserting it duplicates it.
+fn repeats_original(keys: &Keys, inserted: &[u32]) -> bool {
+    inserted.windows(DUPLICATE_RUN).any(|run| {
+        run.iter().all(|&id| keys.weight(id) > TRIVIAL_WEIGHT)
+            && keys.occurrences(run[0], 0).iter().any(|&at| keys.original.get(at..at + run.len()) == Some(run))
+    })
+}
+
+/// What [`splice`] had to decide.
+struct Spliced<'a> {
+    /// Lines whose whitespace was read as drift or as an edit.
+    guessed: usize,
+    /// The longest run of original lines deleted without a replacement.
+    longest_deletion: usize,
+    /// Some inserted lines repeat the original elsewhere ([`repeats_original`]).
+    duplicated: bool,
+    /// Names that inserted lines define ([`defined_name`]).
+    defined: Vec<&'a str>,
 }
 
 /// Whether two non-empty indents use different characters (tabs against
@@ -543,8 +648,11 @@ fn place(
     let mut end = if lead >= n {
         lead_end
     } else {
-        let rest = piece.get(lead..).unwrap_or_default();
-        match choose_end(keys, rest, lead_end) {
+        // The whole piece is aligned from where its lead starts: the end may
+        // fall inside what the longest leading run took (the piece's last
+        // lines can repeat its first ones).
+        let lead_start = best.first().copied().unwrap_or(0);
+        match choose_end(keys, piece, lead_start) {
             Some(choice) => {
                 if choice.runner_up.is_some_and(|other| other + AMBIGUOUS_END_MARGIN >= choice.score) {
                     issues.push(Issue::AmbiguousEnd);

@@ -148,6 +148,17 @@ pub enum Issue {
     /// style: the snippet's whitespace was read as drift or as an edit, and
     /// either may be wrong.
     WhitespaceGuess { lines: usize },
+    /// It deletes this many consecutive original lines between lines it
+    /// shows: an edit, or an elision without a marker.
+    UnshownDeletion { lines: usize },
+    /// Lines it inserts already stand, in the same order, elsewhere in the
+    /// original: the snippet may show them as context that did not anchor
+    /// here, and the result may hold them twice.
+    DuplicatesOriginal,
+    /// It inserts a definition of a name that an item of the original,
+    /// outside its region, defines (at 0-based `line`): the snippet may
+    /// rewrite that item rather than add one.
+    RedefinesItem { line: usize },
     /// Two ends of its region in the original align about equally well
     /// with it; the better (or nearer) was taken.
     AmbiguousEnd,
