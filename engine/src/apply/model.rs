@@ -9,6 +9,8 @@
 //! any length work.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use graft_grammars::{is_marker_line, items, parse, Language};
@@ -20,7 +22,7 @@ use super::text::{dominant_eol, split_lines, Line};
 use super::validate::validate;
 use super::{Anchor, MergeResult};
 use crate::decode::draft::DEFAULT_MIN_NGRAM;
-use crate::decode::{CompositeDraft, GenerateParams, PromptLookup, StopReason, TextDraft};
+use crate::decode::{CompositeDraft, GenerateParams, PromptLookup, TextDraft};
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
 use crate::Engine;
@@ -50,8 +52,12 @@ pub enum RegionSource {
     Merge,
     /// The model's output, identical to the merge candidate.
     ModelAgrees,
-    /// The model's output, which differs from the merge candidate.
+    /// The model's output, which differs from the merge candidate (model
+    /// mode).
     ModelDiffers,
+    /// The merge candidate, kept although the model wrote something else
+    /// (auto mode: see ARCHITECTURE.md for the figures behind this).
+    MergeModelDiffers,
     /// The merge candidate: the region and its output do not fit the
     /// model's context.
     MergeTooLarge,
@@ -288,7 +294,15 @@ pub(super) fn rewrite(
             match written {
                 Written::Text(text) if text == joined(&candidate, region.output.clone()) => {
                     source = RegionSource::ModelAgrees;
-                    doubtful = false;
+                    // Agreement confirms the merge only where the merge
+                    // changed something: a model that merely copies the
+                    // original agrees with an unplaced piece too.
+                    doubtful &= text == joined(&original, region.lines.clone());
+                }
+                Written::Text(text) if mode == ApplyMode::Auto => {
+                    source = RegionSource::MergeModelDiffers;
+                    doubtful = true;
+                    tracing::debug!(lines = ?region.lines, model = %text, "auto keeps the merge where the model differs");
                 }
                 Written::Text(text) => {
                     source = RegionSource::ModelDiffers;
@@ -407,8 +421,15 @@ fn rewrite_region(
     lookup_sources.push(tokenizer.encode(&edit, false)?);
     let mut drafter =
         CompositeDraft::new(TextDraft::new(reference), PromptLookup::new(&lookup_sources, DEFAULT_MIN_NGRAM));
+    // Generation stops at the next step once the output holds the closing
+    // tag (the flag is set from the token callback), or when the caller
+    // cancels (checked in the same callback).
+    let stop = Arc::new(AtomicBool::new(false));
     let mut params = GenerateParams::new(max_output, tokenizer.eos_ids().to_vec());
-    params.cancel = control.cancel.clone();
+    params.cancel = Some(stop.clone());
+    let user_cancel = control.cancel.clone();
+    let mut decoded = String::new();
+    let mut stream = tokenizer.decode_stream();
 
     let prefill_started = Instant::now();
     let prefilled = engine.prefill(&prompt_ids)?;
@@ -419,8 +440,15 @@ fn rewrite_region(
     let base = *done_tokens;
     let mut progress_tokens = 0;
     let progress = &mut control.progress;
-    let generation = engine.generate_from(&prefilled, &params, &mut drafter, MAX_WIDTH, |_| {
+    let generation = engine.generate_from(&prefilled, &params, &mut drafter, MAX_WIDTH, |token| {
         progress_tokens += 1;
+        if let Ok(Some(piece)) = stream.step(token) {
+            decoded.push_str(&piece);
+        }
+        let cancelled = user_cancel.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed));
+        if cancelled || decoded.contains(prompt::OUTPUT_END) {
+            stop.store(true, Ordering::Relaxed);
+        }
         if let Some(report) = progress.as_mut() {
             report(&ApplyProgress {
                 output_tokens: base + progress_tokens,
@@ -442,10 +470,11 @@ fn rewrite_region(
     stats.accepted += s.accepted;
     let decode_s = s.decode.as_secs_f64();
     stats.tokens_per_second = if decode_s > 0.0 { stats.output_tokens as f64 / decode_s } else { 0.0 };
-    if generation.stop == StopReason::Cancelled {
+    if control.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed)) {
         return Err(Error::Cancelled);
     }
     let text = tokenizer.decode(&generation.tokens)?;
+    tracing::debug!(lines = ?region.lines, prompt_tokens = prompt_ids.len(), stop = ?generation.stop, output = %text, "model apply region");
     Ok(match prompt::parse_output(&text) {
         Some(region) => Written::Text(region.to_string()),
         None => Written::CutShort,
