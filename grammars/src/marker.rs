@@ -16,7 +16,7 @@
 //!    same, omitted, previous, other, others, keep, unmodified, elided,
 //!    skipped) and has at most 8 words (`// ... rest of the code ...`,
 //!    `# ... (unchanged) ...`, `# ... keep existing imports ...`);
-//! 3. T without ellipsis is a bare marker phrase: "existing code" or "rest
+//! 3. T without ellipsis (or with one only at its end) is a bare marker phrase: "existing code" or "rest
 //!    of (the) code/file", followed only by words of {unchanged, remains,
 //!    here, omitted, as, is, above, below, same} (`// existing code
 //!    unchanged`).
@@ -106,7 +106,9 @@ fn is_marker_text(text: &str) -> bool {
         ["rest", "of", "code" | "file", tail @ ..] => tail,
         _ => return false,
     };
-    !text.contains("...") && tail.iter().all(|w| PHRASE_TAIL.contains(w))
+    // An ellipsis may close the phrase (`existing code...`), not split it.
+    let body = text.trim_end_matches(['.', '…', ' ']);
+    !body.contains("...") && !body.contains('…') && tail.iter().all(|w| PHRASE_TAIL.contains(w))
 }
 
 #[cfg(test)]
@@ -122,6 +124,7 @@ mod tests {
             (Some(Language::TypeScript), "// ... rest of the code ..."),
             (Some(Language::JavaScript), "// ..."),
             (Some(Language::Go), "// existing code unchanged"),
+            (Some(Language::TypeScript), "// existing code..."),
             (Some(Language::Python), "# ... (unchanged) ..."),
             (Some(Language::Rust), "// ... unchanged code ..."),
             (Some(Language::TypeScript), "// ... code above unchanged ..."),

@@ -8,8 +8,9 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use graft_grammars::{is_marker_line, items, parse, Language};
+use graft_grammars::{is_marker_line, items, parse_with_timeout, Language};
 
 const FILES: [&str; 2] = ["dev.jsonl", "dev-hard.jsonl"];
 
@@ -47,13 +48,16 @@ fn cases() -> Vec<(String, serde_json::Value)> {
 }
 
 #[test]
-fn every_original_parses_in_time_and_has_items() {
+fn every_original_parses_and_has_items() {
     let cases = cases();
     let mut without_items = Vec::new();
     for (at, case) in &cases {
         let Some(language) = Language::from_name(field(case, "lang", at)) else { continue };
         let original = field(case, "original", at);
-        let tree = parse(language, original).unwrap_or_else(|e| panic!("{at}: {e}"));
+        // A generous bound: this checks that every file parses, not how fast
+        // (a loaded CI machine can be many times slower than PARSE_TIMEOUT).
+        let tree =
+            parse_with_timeout(language, original, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{at}: {e}"));
         let found = items(language, &tree, original).unwrap_or_else(|e| panic!("{at}: {e}"));
         if found.is_empty() {
             without_items.push(at.clone());

@@ -608,8 +608,16 @@ fn place(
 
     let mut best_len = 0;
     let mut best: Vec<usize> = Vec::new();
+    // Informative lines (not blank, not mere punctuation) of each
+    // candidate's run: a lead that is unique only by such trivial lines is
+    // as ambiguous as a repeated one.
+    let informative = |i: usize, m: usize| {
+        original.get(i..i + m).unwrap_or_default().iter().filter(|&&id| keys.weight(id) > TRIVIAL_WEIGHT).count()
+    };
+    let mut runs = Vec::new();
     for &i in keys.occurrences(first, from) {
         let m = run_forward(original, i, piece);
+        runs.push((i, m));
         if m > best_len {
             best_len = m;
             best.clear();
@@ -618,10 +626,17 @@ fn place(
             best.push(i);
         }
     }
+    let rivals = best.first().map_or(0, |&b| {
+        let needed = informative(b, best_len);
+        runs.iter().filter(|&&(i, m)| i != b && needed > 0 && informative(i, m) >= needed).count()
+    });
 
     let (mut start, lead, anchor) = match best.first() {
         Some(&s) => {
-            let anchor = if best.len() == 1 {
+            let anchor = if best.len() == 1 && rivals == 0 {
+                Anchor::UniqueContext
+            } else if best.len() == 1 {
+                issues.push(Issue::NonUniqueLead { candidates: rivals + 1 });
                 Anchor::UniqueContext
             } else {
                 issues.push(Issue::NonUniqueLead { candidates: best.len() });
