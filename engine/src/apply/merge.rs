@@ -100,7 +100,9 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
         }
         let opens_file = index == 0 && !piece.marker_before;
         let ends_file = index == last_index && !piece.marker_after;
-        let mut placement = place(&keys.original, &keys, ids, cursor, opens_file, ends_file);
+        let piece_lines = update_lines.get(piece.lines.clone()).unwrap_or_default();
+        let texts = Texts { original: &original_lines, piece: piece_lines };
+        let mut placement = place(&keys.original, &keys, &texts, ids, cursor, opens_file, ends_file);
         if opens_file && ends_file && ids.len() * WHOLE_FILE_SHARE >= len {
             // No marker at all and about the file's size: the snippet is the
             // whole new file. Where its ends anchor inside the file, it may
@@ -591,10 +593,29 @@ fn alignment(keys: &Keys, region: &[u32], piece: &[u32]) -> (i64, usize) {
     (weight, lines)
 }
 
+/// The texts behind the ids [`place`] works on.
+struct Texts<'t, 'a> {
+    original: &'t [Line<'a>],
+    piece: &'t [Line<'a>],
+}
+
+/// Whether a snippet line reads as an edited version of an original line:
+/// both informative, and most of their characters shared.
+fn resembles(old: &str, new: &str) -> bool {
+    let (old, new) = (old.trim(), new.trim());
+    line_weight(old) > TRIVIAL_WEIGHT
+        && line_weight(new) > TRIVIAL_WEIGHT
+        && similar::TextDiff::from_chars(old, new).ratio() >= RESEMBLANCE
+}
+
+/// [`resembles`]' threshold on the share of characters in common.
+const RESEMBLANCE: f32 = 0.6;
+
 /// Where `piece` (ids) goes in `original`, searching from line `from`.
 fn place(
     original: &[u32],
     keys: &Keys,
+    texts: &Texts<'_, '_>,
     piece: &[u32],
     from: usize,
     opens_file: bool,
@@ -645,6 +666,42 @@ fn place(
             (s, best_len, anchor)
         }
         None if opens_file => (0, 0, Anchor::FileStart),
+        None if n > 1 => {
+            // The first lines are new or changed: anchor the rest, then take
+            // as many of the first lines as replacements of the original
+            // lines above as resemble them.
+            let shift = (1..n).find(|&k| piece.get(k).is_some_and(|&id| !keys.occurrences(id, from).is_empty()))?;
+            let rest = piece.get(shift..).unwrap_or_default();
+            let rest_texts = Texts { original: texts.original, piece: texts.piece.get(shift..).unwrap_or_default() };
+            let inner = place(original, keys, &rest_texts, rest, from, false, ends_file)?;
+            if inner.anchor == Anchor::TrailingContext {
+                let (end, matched, _) = trailing_anchor(keys, piece, from, n)?;
+                issues.push(Issue::LeadNotFound);
+                return Some(Placement { region: end - matched..end, anchor: Anchor::TrailingContext, notes, issues });
+            }
+            let mut paired = 0;
+            while paired < shift {
+                let line = inner.region.start.checked_sub(paired + 1).filter(|&l| l >= from);
+                let resembles = line
+                    .zip(texts.piece.get(shift - 1 - paired))
+                    .is_some_and(|(l, new)| texts.original.get(l).is_some_and(|old| resembles(old.text, new.text)));
+                if !resembles {
+                    break;
+                }
+                paired += 1;
+            }
+            let mut issues = inner.issues;
+            if paired < shift {
+                issues.push(Issue::LeadNotFound);
+            }
+            let start = inner.region.start - paired;
+            // Realign the whole piece over its region (the end may move).
+            let end = match choose_end(keys, piece, start) {
+                Some(choice) if choice.end >= inner.region.end => choice.end,
+                _ => inner.region.end,
+            };
+            return Some(Placement { region: start..end, anchor: Anchor::ResemblingLead, notes, issues });
+        }
         None => {
             let (end, matched, _) = trailing_anchor(keys, piece, from, n)?;
             issues.push(Issue::LeadNotFound);
@@ -679,8 +736,20 @@ fn place(
             }
             None if ends_file => len,
             None => {
-                issues.push(Issue::TrailNotFound);
-                lead_end
+                // The last lines are new or changed: they replace the
+                // original lines after the lead that resemble them.
+                let rest = texts.piece.get(lead..).unwrap_or_default();
+                let paired = rest
+                    .iter()
+                    .enumerate()
+                    .take_while(|(i, new)| {
+                        texts.original.get(lead_end + i).is_some_and(|old| resembles(old.text, new.text))
+                    })
+                    .count();
+                if paired < rest.len() {
+                    issues.push(Issue::TrailNotFound);
+                }
+                lead_end + paired
             }
         }
     };

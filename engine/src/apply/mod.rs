@@ -105,6 +105,10 @@ pub enum Anchor {
     /// Its leading lines were not found; it was placed by its trailing
     /// context alone (see [`Issue::LeadNotFound`]).
     TrailingContext,
+    /// Its first lines are not in the original; the rest anchored, and the
+    /// first lines replace the original lines above that resemble them
+    /// (without such lines, see [`Issue::LeadNotFound`]).
+    ResemblingLead,
     /// The snippet has no marker at all: it is the whole new file.
     WholeFile,
     /// It could not be placed; the original is unchanged there.
