@@ -51,6 +51,11 @@ pub enum Error {
     #[error("cancelled")]
     Cancelled,
 
+    /// A compute device that cannot be used: missing from this build or
+    /// machine, or failing (a CUDA driver or kernel error).
+    #[error("device {device}: {reason}")]
+    Device { device: String, reason: String },
+
     #[error("KV cache out of blocks: needed {needed}, {free} free of {total}")]
     KvCacheFull { needed: usize, free: usize, total: usize },
 }

@@ -19,8 +19,8 @@ mod qmatmul;
 
 use rayon::prelude::*;
 
-use super::Logits;
-use crate::error::{Error, Result};
+use super::{check_forward, Logits};
+use crate::error::Result;
 use crate::kv::{BlockId, KvCache, SeqKv, BLOCK_TOKENS};
 use crate::model::config::ModelConfig;
 use crate::model::weights::{LayerWeights, Matrix, ModelWeights};
@@ -57,28 +57,7 @@ impl CpuBackend {
         let c = &self.config;
         let t_len = tokens.len();
         let start = seq.len();
-        if t_len == 0 {
-            return Err(Error::InvalidRequest { reason: "forward pass over zero tokens".into() });
-        }
-        if start + t_len > c.max_position {
-            return Err(Error::InvalidRequest {
-                reason: format!(
-                    "positions up to {} exceed the model's context of {} tokens",
-                    start + t_len,
-                    c.max_position
-                ),
-            });
-        }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
-            return Err(Error::InvalidRequest {
-                reason: format!("token id {bad} is outside the vocabulary ({})", c.vocab_size),
-            });
-        }
-        if let Some(&bad) = logits_for.iter().find(|&&i| i >= t_len) {
-            return Err(Error::InvalidRequest {
-                reason: format!("logits asked for row {bad} of a {t_len}-token batch"),
-            });
-        }
+        check_forward(c, seq, tokens, logits_for)?;
         kv.reserve(seq, t_len)?;
         // A step that wants every row's logits (decode, verification) is
         // computed row-invariantly, so verifying k drafted tokens in one pass

@@ -61,6 +61,8 @@ pub enum StopReason {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GenerationStats {
     pub prompt_tokens: usize,
+    /// Prompt tokens whose KV came from the prefix cache (not fed).
+    pub cached_prompt_tokens: usize,
     pub output_tokens: usize,
     /// Forward passes after the prefill.
     pub steps: usize,
@@ -74,6 +76,10 @@ pub struct GenerationStats {
     /// accepted `2^(i-1) ..= 2^i - 1` tokens.
     pub accepted_histogram: Vec<usize>,
     pub prefill: Duration,
+    /// Time to the first output token: cache lookup plus prefill of the
+    /// uncached prompt tokens (the first token comes from the prefill's
+    /// logits). Callers add their own work before it (tokenizing, merging).
+    pub ttft: Duration,
     /// Wall time from the first output token to the end.
     pub decode: Duration,
     /// Part of `decode` spent in the drafter.
@@ -181,9 +187,9 @@ pub fn generate_greedy(
     }
 
     let started = Instant::now();
-    let logits = backend.forward(kv, seq, prompt, &[prompt.len() - 1])?;
-    let mut next = logits.argmax(0);
+    let mut next = backend.forward_greedy(kv, seq, prompt, &[prompt.len() - 1])?[0];
     stats.prefill = started.elapsed();
+    stats.ttft = stats.prefill;
 
     let started = Instant::now();
     let stop = loop {
@@ -202,11 +208,11 @@ pub fn generate_greedy(
             break StopReason::Cancelled;
         }
         let forward_started = Instant::now();
-        let logits = backend.forward(kv, seq, &[next], &[0])?;
+        let greedy = backend.forward_greedy(kv, seq, &[next], &[0])?;
         stats.forward += forward_started.elapsed();
         stats.steps += 1;
         stats.record_step(0);
-        next = logits.argmax(0);
+        next = greedy[0];
     };
     stats.decode = started.elapsed();
     stats.output_tokens = tokens.len();

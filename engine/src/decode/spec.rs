@@ -32,6 +32,9 @@ pub struct Prefill {
     /// The greedy token after the prompt.
     pub first: u32,
     pub prompt_tokens: usize,
+    /// Prompt tokens whose KV came from the prefix cache.
+    pub cached_tokens: usize,
+    /// Cache lookup and feeding the rest: the time to the first token.
     pub time: Duration,
 }
 
@@ -39,8 +42,8 @@ pub struct Prefill {
 pub fn prefill(backend: &Backend, kv: &mut KvCache, seq: &mut SeqKv, prompt: &[u32]) -> Result<Prefill> {
     check_request(backend, seq, prompt)?;
     let started = Instant::now();
-    let logits = backend.forward(kv, seq, prompt, &[prompt.len() - 1])?;
-    Ok(Prefill { first: logits.argmax(0), prompt_tokens: prompt.len(), time: started.elapsed() })
+    let first = backend.forward_greedy(kv, seq, prompt, &[prompt.len() - 1])?[0];
+    Ok(Prefill { first, prompt_tokens: prompt.len(), cached_tokens: 0, time: started.elapsed() })
 }
 
 /// Speculative greedy decoding: prefill `prompt` into `seq` (which must be
@@ -89,8 +92,13 @@ pub fn decode_speculative(
     let Speculation { drafter, width } = speculation;
     let context = backend.config().max_position;
     let vocab = backend.config().vocab_size;
-    let mut stats =
-        GenerationStats { prompt_tokens: prefilled.prompt_tokens, prefill: prefilled.time, ..Default::default() };
+    let mut stats = GenerationStats {
+        prompt_tokens: prefilled.prompt_tokens,
+        cached_prompt_tokens: prefilled.cached_tokens,
+        prefill: prefilled.time,
+        ttft: prefilled.time,
+        ..Default::default()
+    };
     let mut tokens = Vec::new();
     if params.max_tokens == 0 {
         return Ok(Generation { tokens, stop: StopReason::MaxTokens, stats });
@@ -144,15 +152,15 @@ pub fn decode_speculative(
         let rows: Vec<usize> = (0..block.len()).collect();
         let base = seq.len();
         let forward_started = Instant::now();
-        let logits = backend.forward(kv, seq, &block, &rows)?;
+        // Row i's greedy target follows block[i].
+        let targets = backend.forward_greedy(kv, seq, &block, &rows)?;
         let forward_time = forward_started.elapsed();
         stats.forward += forward_time;
         stats.steps += 1;
         stats.drafted += draft.len();
 
-        // Row i of the logits gives the greedy target after block[i].
         let mut accepted = 0;
-        while accepted < draft.len() && draft[accepted] == logits.argmax(accepted) {
+        while accepted < draft.len() && draft[accepted] == targets[accepted] {
             accepted += 1;
             if let Some(stop) = emit(&mut tokens, draft[accepted - 1]) {
                 kv.truncate(seq, base + 1 + accepted);
@@ -165,7 +173,7 @@ pub fn decode_speculative(
         stats.accepted += accepted;
         stats.record_step(accepted);
         width.observe(draft.len(), accepted, forward_time);
-        pending = logits.argmax(accepted);
+        pending = targets[accepted];
     };
     stats.decode = started.elapsed();
     stats.output_tokens = tokens.len();

@@ -13,7 +13,8 @@ use graft_engine::decode::draft::DEFAULT_MIN_NGRAM;
 use graft_engine::decode::width::DEFAULT_MAX_WIDTH;
 use graft_engine::decode::{Drafter, GenerateParams, GenerationStats, NoDraft, PromptLookup, StopReason, TextDraft};
 use graft_engine::tokenizer::ChatMessage;
-use graft_engine::{Engine, EngineOptions};
+
+use super::device::{load_engine, parse_device, DeviceArg};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -41,6 +42,10 @@ pub struct GenerateArgs {
     /// line.
     #[arg(long)]
     stats_json: bool,
+    /// auto (the GPU when this build has CUDA and one works), cpu, cuda or
+    /// cuda:N.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: DeviceArg,
 }
 
 /// The `--draft` choice.
@@ -86,8 +91,7 @@ pub fn stats_json(stats: &GenerationStats, stop: StopReason) -> serde_json::Valu
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let model_path = crate::resolve_model(args.model)?;
-    let mut engine = Engine::load(&model_path, &EngineOptions::default())
-        .with_context(|| format!("loading {}", model_path.display()))?;
+    let mut engine = load_engine(&model_path, args.device)?;
     let tokenizer = engine.tokenizer();
     let (text, add_bos) = if args.chat {
         let messages = [ChatMessage { role: "user".into(), content: args.prompt.clone() }];

@@ -1,0 +1,102 @@
+//! Launch geometry and the limits the kernels are written for: pure
+//! functions, so they are tested on machines without a GPU.
+
+/// Most rows (tokens) one step runs; longer inputs are split into steps.
+pub const MAX_STEP_ROWS: usize = 128;
+
+/// Step widths the kernels (and CUDA graphs) are built for: a step of `n`
+/// rows runs at the smallest bucket that holds it, rows past `n` masked.
+pub const WIDTH_BUCKETS: [usize; 5] = [8, 16, 32, 64, 128];
+
+/// Tokens per tensor-core tile of the skinny product (the MMA's N).
+pub const MMA_TILE_ROWS: usize = 8;
+
+/// Weight rows one block of the skinny product computes (the MMA's M).
+pub const MMA_WEIGHT_ROWS: usize = 16;
+
+/// Warps per block of the skinny product; they split the K dimension.
+pub const MATMUL_WARPS: usize = 8;
+
+/// Splits of the KV length in attention. Fixed for every width, so a row's
+/// attention result never depends on how many rows share its step.
+pub const ATTENTION_SPLITS: usize = 16;
+
+/// Threads per attention block.
+pub const ATTENTION_THREADS: usize = 128;
+
+/// Largest head dimension the attention and RoPE kernels hold in shared
+/// memory.
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// Threads per block of row-wise kernels (norms, gathers, argmax).
+pub const ROW_THREADS: usize = 256;
+
+/// Threads of the argmax block (its shared arrays are sized for this).
+pub const ARGMAX_THREADS: usize = 1024;
+
+/// The bucket a step of `rows` rows runs at, `None` past [`MAX_STEP_ROWS`]
+/// or for zero rows.
+pub fn bucket_for(rows: usize) -> Option<usize> {
+    if rows == 0 {
+        return None;
+    }
+    WIDTH_BUCKETS.iter().copied().find(|&b| b >= rows)
+}
+
+/// Tensor-core tiles of the skinny product at a bucket width: one of the
+/// compiled variants 1, 2, 4, 8, 16.
+pub fn skinny_tiles(bucket: usize) -> usize {
+    bucket.div_ceil(MMA_TILE_ROWS).next_power_of_two()
+}
+
+/// Blocks of the skinny product for a weight of `n` rows (16 rows a block).
+pub fn skinny_blocks(n: usize) -> usize {
+    n.div_ceil(MMA_WEIGHT_ROWS)
+}
+
+/// Blocks of a grid-stride elementwise kernel over `total` elements: enough
+/// to fill `sms` multiprocessors several times, never more than needed.
+pub fn elementwise_blocks(total: usize, threads: usize, sms: usize) -> usize {
+    total.div_ceil(threads).clamp(1, (sms * 8).max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_run_at_the_smallest_bucket_that_holds_them() {
+        assert_eq!(bucket_for(0), None);
+        assert_eq!(bucket_for(1), Some(8));
+        assert_eq!(bucket_for(8), Some(8));
+        assert_eq!(bucket_for(9), Some(16));
+        assert_eq!(bucket_for(33), Some(64));
+        assert_eq!(bucket_for(MAX_STEP_ROWS), Some(128));
+        assert_eq!(bucket_for(MAX_STEP_ROWS + 1), None);
+    }
+
+    #[test]
+    fn every_bucket_has_a_compiled_tile_count() {
+        let compiled = [1, 2, 4, 8, 16];
+        for bucket in WIDTH_BUCKETS {
+            let tiles = skinny_tiles(bucket);
+            assert!(compiled.contains(&tiles), "bucket {bucket}");
+            assert!(tiles * MMA_TILE_ROWS >= bucket, "bucket {bucket} fits its tiles");
+        }
+    }
+
+    #[test]
+    fn skinny_blocks_cover_every_weight_row() {
+        assert_eq!(skinny_blocks(1), 1);
+        assert_eq!(skinny_blocks(16), 1);
+        assert_eq!(skinny_blocks(17), 2);
+        assert_eq!(skinny_blocks(49152), 3072);
+    }
+
+    #[test]
+    fn elementwise_grids_are_bounded() {
+        assert_eq!(elementwise_blocks(1, 256, 132), 1);
+        assert_eq!(elementwise_blocks(1000, 256, 132), 4);
+        assert_eq!(elementwise_blocks(1 << 30, 256, 132), 1056);
+    }
+}

@@ -1,0 +1,342 @@
+//! `graft bench gpu` (feature `cuda`): the CUDA backend's checks and step
+//! benchmarks in one run, for the lent H200.
+//!
+//! 1. Correctness: GPU logits against CPU logits (relative L2 error, bound
+//!    [`REL_ERROR_BOUND`]) on the tiny fixture models and the default
+//!    model's reference prompts; greedy tokens of the default model's
+//!    prompts identical on both backends; speculative output on the GPU
+//!    identical to plain greedy on the GPU. Any failure ends the run with an
+//!    error after every check was printed.
+//! 2. Step latency against width k for the default model (real weights) and
+//!    Qwen2.5-Coder shapes (weights drawn on the device from a seed), next to
+//!    the floors: weight and KV bytes over the measured copy bandwidth, the
+//!    products' FLOPs over the bf16 rate, and the measured cost of a
+//!    kernel launched from a CUDA graph times the kernels of a step.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use graft_engine::backend::cuda::DeviceModel;
+use graft_engine::backend::{Backend, Device};
+use graft_engine::decode::draft::DEFAULT_MIN_NGRAM;
+use graft_engine::decode::{GenerateParams, PromptLookup, TextDraft};
+use graft_engine::model::config::{Architecture, ModelConfig, RopeScaling};
+use graft_engine::{Engine, EngineOptions};
+use graft_kernels::Gpu;
+use serde::Deserialize;
+
+/// Bound on ||gpu - cpu|| / ||cpu|| over a logit row: bf16 weights and
+/// activations (8 significant bits, 0.4% relative rounding at each of the
+/// dozens of roundings per layer) against the f32 CPU reference. The tiny
+/// random fixture models come closest (their logits are small and flat).
+pub const REL_ERROR_BOUND: f64 = 5e-2;
+
+/// Step widths measured.
+const WIDTHS: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
+
+#[derive(Args)]
+pub struct BenchGpuArgs {
+    /// A GGUF file or a Hugging Face model directory (default: the default model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// CUDA device ordinal.
+    #[arg(long, default_value_t = 0)]
+    ordinal: usize,
+    /// The repository's fixtures directory.
+    #[arg(long, default_value = "fixtures")]
+    fixtures: PathBuf,
+    /// Tokens already in the KV cache when a step is timed.
+    #[arg(long, default_value_t = 512)]
+    context: usize,
+    /// Timed replays per width (the median is reported).
+    #[arg(long, default_value_t = 50)]
+    reps: usize,
+    /// The bf16 matrix rate for the FLOP floor, TFLOP/s (measured with
+    /// PyTorch on the H200: see ../shared/GPU.md).
+    #[arg(long, default_value_t = 790.0)]
+    bf16_tflops: f64,
+    /// Shapes to time: default (the model's real weights) and any of
+    /// qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, qwen2.5-coder-7b.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "default,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b,qwen2.5-coder-7b"
+    )]
+    shapes: Vec<String>,
+    /// Correctness checks to run: all, tiny (the tiny fixture models only)
+    /// or none.
+    #[arg(long, value_enum, default_value_t = Checks::All)]
+    checks: Checks,
+}
+
+/// The `--checks` choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Checks {
+    All,
+    Tiny,
+    None,
+}
+
+#[derive(Deserialize)]
+struct TinyReference {
+    sequence_ids: Vec<u32>,
+}
+
+#[derive(Deserialize)]
+struct DefaultReference {
+    prompts: Vec<DefaultPrompt>,
+}
+
+#[derive(Deserialize)]
+struct DefaultPrompt {
+    name: String,
+    input_ids: Vec<u32>,
+    generated_ids: Vec<u32>,
+}
+
+/// ||a - b|| / ||b||.
+fn relative_error(a: &[f32], b: &[f32]) -> f64 {
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        diff += (x as f64 - y as f64).powi(2);
+        norm += (y as f64).powi(2);
+    }
+    if a.iter().any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
+    (diff / norm.max(1e-30)).sqrt()
+}
+
+fn load(path: &Path, device: Device) -> anyhow::Result<Engine> {
+    let options = EngineOptions { device, ..EngineOptions::default() };
+    Engine::load(path, &options).with_context(|| format!("loading {} on {device}", path.display()))
+}
+
+/// Relative errors of the rows of a forward pass of `ids`: (worst, its
+/// row, median).
+fn compare_logits(cpu: &mut Engine, gpu: &mut Engine, ids: &[u32]) -> anyhow::Result<(f64, usize, f64)> {
+    let (c, g) = (cpu.logits(ids)?, gpu.logits(ids)?);
+    let vocab = c.vocab;
+    let mut errors: Vec<f64> =
+        (0..c.rows()).map(|r| relative_error(g.row(r), &c.values[r * vocab..(r + 1) * vocab])).collect();
+    let (worst_row, worst) =
+        errors.iter().copied().enumerate().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((0, f64::INFINITY));
+    Ok((worst, worst_row, median(&mut errors)))
+}
+
+fn checks(args: &BenchGpuArgs, model_path: &Path) -> anyhow::Result<usize> {
+    let device = Device::Cuda(args.ordinal);
+    let mut failures = 0;
+    println!("## correctness (bound: relative L2 error of a logit row <= {REL_ERROR_BOUND})");
+    for name in ["tiny-llama", "tiny-qwen2", "tiny-qwen3"] {
+        let dir = args.fixtures.join("models").join(name);
+        let text = std::fs::read_to_string(dir.join("reference.json"))
+            .with_context(|| format!("reading {}", dir.join("reference.json").display()))?;
+        let reference: TinyReference = serde_json::from_str(&text)?;
+        let (mut cpu, mut gpu) = (load(&dir, Device::Cpu)?, load(&dir, device)?);
+        let (err, row, typical) = compare_logits(&mut cpu, &mut gpu, &reference.sequence_ids)?;
+        let ok = err <= REL_ERROR_BOUND;
+        failures += usize::from(!ok);
+        let rows = reference.sequence_ids.len();
+        println!(
+            "logits   {name:<24} rows {rows:>3}  rel err {err:.2e} (row {row}; median {typical:.2e})  {}",
+            pass(ok)
+        );
+        let params = GenerateParams::new(16, Vec::new());
+        let prompt = &reference.sequence_ids[..reference.sequence_ids.len().min(8)];
+        let greedy = gpu.generate(prompt, &params, |_| {})?.tokens;
+        let mut lookup = PromptLookup::new(&[prompt.to_vec()], DEFAULT_MIN_NGRAM);
+        let spec = gpu.generate_speculative(prompt, &params, &mut lookup, 16, |_| {})?.tokens;
+        let mut text = TextDraft::new(greedy.clone());
+        let spec_text = gpu.generate_speculative(prompt, &params, &mut text, 16, |_| {})?.tokens;
+        let ok = spec == greedy && spec_text == greedy;
+        failures += usize::from(!ok);
+        println!("spec     {name:<24} 16 tokens: speculative output = gpu greedy  {}", pass(ok));
+    }
+    if args.checks == Checks::Tiny {
+        return Ok(failures);
+    }
+    let dir = args.fixtures.join("reference/smollm2-135m-instruct-q4_1");
+    let reference: DefaultReference = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json"))?)?;
+    let (mut cpu, mut gpu) = (load(model_path, Device::Cpu)?, load(model_path, device)?);
+    println!("gpu      {}", gpu.backend().describe());
+    for prompt in &reference.prompts {
+        let (err, row, typical) = compare_logits(&mut cpu, &mut gpu, &prompt.input_ids)?;
+        let ok = err <= REL_ERROR_BOUND;
+        failures += usize::from(!ok);
+        println!(
+            "logits   default/{:<16} rows {:>3}  rel err {err:.2e} (row {row}; median {typical:.2e})  {}",
+            prompt.name,
+            prompt.input_ids.len(),
+            pass(ok)
+        );
+        let params = GenerateParams::new(prompt.generated_ids.len(), Vec::new());
+        let on_cpu = cpu.generate(&prompt.input_ids, &params, |_| {})?.tokens;
+        let on_gpu = gpu.generate(&prompt.input_ids, &params, |_| {})?.tokens;
+        let ok = on_cpu == on_gpu;
+        failures += usize::from(!ok);
+        let agree = on_cpu.iter().zip(&on_gpu).take_while(|(a, b)| a == b).count();
+        let hf = on_gpu.iter().zip(&prompt.generated_ids).take_while(|(a, b)| a == b).count();
+        println!(
+            "greedy   default/{:<16} {} tokens: gpu = cpu for {agree}, = transformers f32 for {hf}  {}",
+            prompt.name,
+            on_gpu.len(),
+            pass(ok)
+        );
+        let mut lookup = PromptLookup::new(std::slice::from_ref(&prompt.input_ids), DEFAULT_MIN_NGRAM);
+        let spec_lookup = gpu.generate_speculative(&prompt.input_ids, &params, &mut lookup, 32, |_| {})?;
+        let mut text = TextDraft::new(on_cpu.clone());
+        let spec_text = gpu.generate_speculative(&prompt.input_ids, &params, &mut text, 128, |_| {})?;
+        let ok = spec_lookup.tokens == on_gpu && spec_text.tokens == on_gpu;
+        failures += usize::from(!ok);
+        println!(
+            "spec     default/{:<16} lookup {} steps, text {} steps: output = gpu greedy  {}",
+            prompt.name,
+            spec_lookup.stats.steps,
+            spec_text.stats.steps,
+            pass(ok)
+        );
+    }
+    Ok(failures)
+}
+
+fn pass(ok: bool) -> &'static str {
+    if ok {
+        "PASS"
+    } else {
+        "FAIL"
+    }
+}
+
+/// A Qwen2.5-Coder shape (the bias on q/k/v is left out: it does not change
+/// the time of a step measurably).
+fn qwen_shape(name: &str) -> Option<ModelConfig> {
+    let (hidden, inter, layers, heads, kv_heads, head_dim, vocab, tied) = match name {
+        "qwen2.5-coder-0.5b" => (896, 4864, 24, 14, 2, 64, 151936, true),
+        "qwen2.5-coder-1.5b" => (1536, 8960, 28, 12, 2, 128, 151936, true),
+        "qwen2.5-coder-7b" => (3584, 18944, 28, 28, 4, 128, 152064, false),
+        _ => return None,
+    };
+    Some(ModelConfig {
+        arch: Architecture::Llama,
+        vocab_size: vocab,
+        hidden_size: hidden,
+        intermediate_size: inter,
+        num_layers: layers,
+        num_heads: heads,
+        num_kv_heads: kv_heads,
+        head_dim,
+        rms_norm_eps: 1e-6,
+        rope_theta: 1e6,
+        rope_scaling: RopeScaling::None,
+        max_position: 32768,
+        tie_word_embeddings: tied,
+    })
+}
+
+/// Device-to-device copy bandwidth (bytes read + written per second) over
+/// a 4 GiB buffer, the best of 10.
+fn copy_bandwidth(gpu: &Gpu) -> anyhow::Result<f64> {
+    const HALF: usize = 2 << 30;
+    let buf = gpu.zeros::<u8>(2 * HALF)?;
+    let mut best = f64::MAX;
+    for _ in 0..10 {
+        let ms = gpu.time_ms(|g| g.copy_within(&buf, 0, HALF, HALF))?;
+        best = best.min(ms as f64);
+    }
+    Ok(2.0 * HALF as f64 / (best * 1e-3))
+}
+
+/// Device time of one kernel launched from a CUDA graph (1000 tiny
+/// launches captured, the median of 20 replays, divided by 1000).
+fn graph_launch_cost(gpu: &Gpu) -> anyhow::Result<f64> {
+    let buf = gpu.zeros::<half::bf16>(32)?;
+    let graph = gpu.capture(|g| (0..1000).try_for_each(|_| g.fill_uniform(buf.ptr(), 1, 1.0)))?;
+    let mut times = Vec::new();
+    for _ in 0..21 {
+        times.push(gpu.time_ms(|_| graph.launch())? as f64);
+    }
+    Ok(median(&mut times[1..]) * 1e-3 / 1000.0)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Times steps of every width at `context` tokens of context.
+fn time_widths(model: &DeviceModel, label: &str, args: &BenchGpuArgs, bw: f64, launch: f64) -> anyhow::Result<()> {
+    let c = model.config().clone();
+    let mut kv = model.kv_cache();
+    let mut seq = kv.new_sequence();
+    let context: Vec<u32> = (0..args.context).map(|i| (i * 7919 % c.vocab_size) as u32).collect();
+    model.forward_greedy(&mut kv, &mut seq, &context, &[context.len() - 1])?;
+    kv.reserve(&mut seq, WIDTHS[WIDTHS.len() - 1])?;
+    let weight_bytes = model.weight_bytes_per_step() as f64;
+    let kernels = 1 + 10 * c.num_layers + 3;
+    for k in WIDTHS {
+        let tokens: Vec<u32> = (0..k).map(|i| (i * 31 % c.vocab_size) as u32).collect();
+        let mut times: Vec<f64> =
+            model.time_step(&seq, &tokens, args.context, args.reps)?.into_iter().map(f64::from).collect();
+        let ms = median(&mut times);
+        let kv_bytes = (2 * c.num_layers * (args.context + k) * c.num_kv_heads * c.head_dim * 2) as f64;
+        let mem_ms = (weight_bytes + kv_bytes) / bw * 1e3;
+        let flop_ms = model.product_flops(k) / (args.bf16_tflops * 1e12) * 1e3;
+        let floor = mem_ms.max(flop_ms);
+        let launch_ms = kernels as f64 * launch * 1e3;
+        println!(
+            "{label:<20} {k:>4} {ms:>9.4} {mem_ms:>9.4} {flop_ms:>9.4} {launch_ms:>9.4} {:>7.2} {:>9.2} {:>12.0}",
+            ms / floor,
+            ms / (floor + launch_ms),
+            k as f64 / (ms * 1e-3)
+        );
+    }
+    kv.release(&mut seq);
+    Ok(())
+}
+
+pub fn run(args: BenchGpuArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.reps > 0 && args.context > 0, "--reps and --context must be positive");
+    let model_path = crate::resolve_model(args.model.clone())?;
+    let failures = if args.checks == Checks::None { 0 } else { checks(&args, &model_path)? };
+
+    let cache = graft_engine::home::graft_home().join("kernels");
+    let gpu = Gpu::new(args.ordinal, &cache)?;
+    let bw = copy_bandwidth(&gpu)?;
+    let launch = graph_launch_cost(&gpu)?;
+    println!();
+    println!(
+        "## step latency ({}, context {} tokens, median of {} graph replays)",
+        gpu.name(),
+        args.context,
+        args.reps
+    );
+    println!("copy bandwidth  {:.0} GB/s (device to device, read + written)", bw / 1e9);
+    println!("graph launch    {:.3} us a kernel (1000 launches in one graph)", launch * 1e6);
+    println!("bf16 rate       {:.0} TFLOP/s (given)", args.bf16_tflops);
+    println!(
+        "{:<20} {:>4} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>12}",
+        "shape", "k", "ms", "mem_ms", "flop_ms", "launch_ms", "x_floor", "x_fl+lau", "tok/s"
+    );
+    drop(gpu);
+    for shape in &args.shapes {
+        if shape == "default" {
+            let engine = load(&model_path, Device::Cuda(args.ordinal))?;
+            let Backend::Cuda(backend) = engine.backend() else { bail!("the engine is not on the GPU") };
+            time_widths(backend.model(), "default (real)", &args, bw, launch)?;
+            continue;
+        }
+        let config = qwen_shape(shape).with_context(|| format!("unknown shape `{shape}`"))?;
+        let gpu = Gpu::new(args.ordinal, &cache)?;
+        let blocks = (args.context + 256).div_ceil(16) + 4;
+        let model = DeviceModel::random(gpu, config, 0x5eed, blocks)?;
+        time_widths(&model, &format!("{shape} (seeded)"), &args, bw, launch)?;
+    }
+    println!("(mem_ms: bf16 weights + KV read / copy bandwidth; flop_ms: 2 x weights x k / bf16 rate;");
+    println!(" launch_ms: kernels a step x graph launch cost; x_floor: ms / max(mem, flop); x_fl+lau: ms / (floor + launch))");
+    if failures > 0 {
+        bail!("{failures} correctness check(s) failed");
+    }
+    Ok(())
+}
