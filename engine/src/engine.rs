@@ -1,29 +1,46 @@
 //! [`Engine`]: a loaded model on a backend with its KV cache and tokenizer,
 //! the object the CLI and (later) the server hold.
 
+mod cache;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::backend::{Backend, CpuBackend, Logits};
+use crate::backend::{Backend, Device, Logits};
 use crate::decode::{self, AdaptiveWidth, Drafter, GenerateParams, Generation, Prefill, Speculation};
 use crate::error::{Error, Result};
 use crate::kv::{KvCache, KvShape, SeqKv};
 use crate::model::config::ModelConfig;
 use crate::model::{self, ModelFormat};
 use crate::tokenizer::Tokenizer;
+pub use cache::Warmed;
 
 /// Default KV budget on the host: 1 GiB (about 23k tokens of SmolLM2-135M).
 pub const DEFAULT_KV_BUDGET_BYTES: usize = 1 << 30;
+
+/// Default prefix-cache budget of one namespace: 384 MiB (about 8.7k tokens
+/// of SmolLM2-135M), so the headless namespace and one workspace fit in
+/// the default KV budget with a quarter of it left for live sequences.
+pub const DEFAULT_NAMESPACE_BUDGET_BYTES: usize = 384 << 20;
 
 /// Options for [`Engine::load`].
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     pub kv_budget_bytes: usize,
+    /// Where the model runs (a GPU's KV pool is sized from the same budget).
+    pub device: Device,
+    /// Prefix-cache budget of each namespace (inside `kv_budget_bytes`);
+    /// [`Engine::set_namespace_budget`] changes one.
+    pub namespace_budget_bytes: usize,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { kv_budget_bytes: DEFAULT_KV_BUDGET_BYTES }
+        Self {
+            kv_budget_bytes: DEFAULT_KV_BUDGET_BYTES,
+            device: Device::Cpu,
+            namespace_budget_bytes: DEFAULT_NAMESPACE_BUDGET_BYTES,
+        }
     }
 }
 
@@ -37,6 +54,11 @@ impl PrefilledPrompt {
     pub fn prompt_tokens(&self) -> usize {
         self.prefill.prompt_tokens
     }
+
+    /// Prompt tokens whose KV came from the prefix cache.
+    pub fn cached_prompt_tokens(&self) -> usize {
+        self.prefill.cached_tokens
+    }
 }
 
 /// A model ready to run.
@@ -49,13 +71,15 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Loads a GGUF file or a Hugging Face directory onto the CPU backend.
+    /// Loads a GGUF file or a Hugging Face directory onto the backend of
+    /// `options.device`.
     pub fn load(path: &Path, options: &EngineOptions) -> Result<Self> {
         let loaded = model::load(path)?;
         let c = &loaded.config;
         let shape = KvShape { layers: c.num_layers, kv_heads: c.num_kv_heads, head_dim: c.head_dim };
-        let kv = KvCache::with_budget(shape, options.kv_budget_bytes);
-        let backend = Backend::Cpu(CpuBackend::new(loaded.config, loaded.weights));
+        let backend = Backend::new(options.device, loaded.config, loaded.weights, options.kv_budget_bytes)?;
+        let mut kv = backend.new_kv_cache(shape, options.kv_budget_bytes);
+        kv.set_default_namespace_budget(options.namespace_budget_bytes);
         Ok(Self { backend, tokenizer: Arc::new(loaded.tokenizer), kv, format: loaded.format })
     }
 

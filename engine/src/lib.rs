@@ -7,7 +7,9 @@
 //! - [`tokenizer::Tokenizer`] wraps the `tokenizers` crate, built from
 //!   tokenizer.json or from GGUF metadata, with chat templates.
 //! - [`kv::KvCache`] is the paged KV cache: a pool of fixed-size token
-//!   blocks with refcounts, and per-sequence block tables.
+//!   blocks with refcounts, and per-sequence block tables; [`kv::prefix`]
+//!   keeps full blocks in per-namespace prefix caches, found again by
+//!   content ([`Engine::prefill_in`], [`Engine::warm`]).
 //! - [`backend::Backend`] runs the forward pass of a batch of new tokens of
 //!   a sequence and returns the logits asked for; the CPU backend is the
 //!   reference (compact GGUF blocks with fused kernels, exact values).
@@ -29,5 +31,7 @@ pub mod kv;
 pub mod model;
 pub mod tokenizer;
 
-pub use engine::{Engine, EngineOptions, PrefilledPrompt, DEFAULT_KV_BUDGET_BYTES};
+pub use engine::{
+    Engine, EngineOptions, PrefilledPrompt, Warmed, DEFAULT_KV_BUDGET_BYTES, DEFAULT_NAMESPACE_BUDGET_BYTES,
+};
 pub use error::{Error, Result};

@@ -5,11 +5,17 @@
 //! the blocks past its new end (speculative rollback); forking shares every
 //! block (refcount + 1) and copies a shared block only when a sequence writes
 //! into it (copy-on-write), which is what the prefix cache builds on.
+//! [`prefix`] keeps full blocks after their sequence ends, found again by
+//! content and shared with later sequences in the same namespace.
 //!
 //! Storage layout, per layer: `(num_blocks, BLOCK_TOKENS, kv_heads, head_dim)`
 //! for K and for V, f32.
 
+pub mod prefix;
+
 use crate::error::{Error, Result};
+use prefix::PrefixIndex;
+pub use prefix::{BlockHasher, NamespaceId, NamespaceStats, HEADLESS_NAMESPACE};
 
 /// Tokens per block. 16 keeps tail waste small and rollback cheap.
 pub const BLOCK_TOKENS: usize = 16;
@@ -17,34 +23,42 @@ pub const BLOCK_TOKENS: usize = 16;
 /// Index of a block in the pool.
 pub type BlockId = u32;
 
-/// Refcounts and the free list of a pool of `total` blocks.
+/// Refcounts and the free list of a pool of `total` blocks, and the prefix
+/// cache's index of the blocks it keeps (a cached block whose refcount drops
+/// to zero is parked there instead of freed, and evicted when the free list
+/// runs dry).
 #[derive(Debug)]
 pub struct BlockPool {
     refcounts: Vec<u32>,
     free: Vec<BlockId>,
+    prefix: PrefixIndex,
 }
 
 impl BlockPool {
     pub fn new(total: usize) -> Self {
         // Pop from the end hands out low ids first.
-        Self { refcounts: vec![0; total], free: (0..total as BlockId).rev().collect() }
+        Self { refcounts: vec![0; total], free: (0..total as BlockId).rev().collect(), prefix: PrefixIndex::new(total) }
     }
 
     pub fn total(&self) -> usize {
         self.refcounts.len()
     }
 
+    /// Blocks a sequence can get: free ones and parked cached ones.
     pub fn free_count(&self) -> usize {
-        self.free.len()
+        self.free.len() + self.prefix.parked()
     }
 
     fn allocate(&mut self) -> Option<BlockId> {
-        let id = self.free.pop()?;
+        let id = self.free.pop().or_else(|| self.prefix.evict_for_allocation())?;
         self.refcounts[id as usize] = 1;
         Some(id)
     }
 
     fn retain(&mut self, id: BlockId) {
+        if self.refcounts[id as usize] == 0 {
+            self.prefix.unpark(id);
+        }
         self.refcounts[id as usize] += 1;
     }
 
@@ -53,7 +67,11 @@ impl BlockPool {
         debug_assert!(*count > 0, "block {id} released more often than retained");
         *count -= 1;
         if *count == 0 {
-            self.free.push(id);
+            if self.prefix.is_cached(id) {
+                self.prefix.park(id, &mut self.free);
+            } else {
+                self.free.push(id);
+            }
         }
     }
 
@@ -156,9 +174,11 @@ impl KvCache {
         SeqKv::default()
     }
 
-    /// Returns every block of `seq` to the pool.
+    /// Returns every block of `seq` to the pool. The last block goes first,
+    /// so cached blocks are parked children before parents: the LRU then
+    /// evicts a prefix from its end.
     pub fn release(&mut self, seq: &mut SeqKv) {
-        for &id in &seq.blocks {
+        for &id in seq.blocks.iter().rev() {
             self.pool.release(id);
         }
         seq.blocks.clear();
@@ -179,21 +199,23 @@ impl KvCache {
             return;
         }
         let keep = len.div_ceil(BLOCK_TOKENS);
-        for id in seq.blocks.drain(keep..) {
+        for id in seq.blocks.drain(keep..).rev() {
             self.pool.release(id);
         }
         seq.len = len;
     }
 
     /// Makes room for `extra` more tokens after `seq.len()`: allocates blocks
-    /// and gives `seq` a private copy of a shared tail block it will write
-    /// into. Either all blocks are reserved or none (on error).
+    /// and gives `seq` a private copy of a shared or cached tail block it
+    /// will write into (a cached block is never written: other sequences may
+    /// find it by its content). Either all blocks are reserved or none (on
+    /// error).
     pub fn reserve(&mut self, seq: &mut SeqKv, extra: usize) -> Result<()> {
         let needed_blocks = (seq.len + extra).div_ceil(BLOCK_TOKENS);
         let new_blocks = needed_blocks.saturating_sub(seq.blocks.len());
         let tail_shared = extra > 0
             && !seq.len.is_multiple_of(BLOCK_TOKENS)
-            && seq.blocks.last().is_some_and(|&id| self.pool.refcount(id) > 1);
+            && seq.blocks.last().is_some_and(|&id| self.pool.refcount(id) > 1 || self.pool.prefix.is_cached(id));
         let needed = new_blocks + usize::from(tail_shared);
         if needed > self.pool.free_count() {
             return Err(Error::KvCacheFull { needed, free: self.pool.free_count(), total: self.pool.total() });
@@ -242,6 +264,83 @@ impl KvCache {
 
     pub fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
         (&self.keys[layer], &self.values[layer])
+    }
+
+    /// A pool of `blocks` blocks with no host storage, for a backend that
+    /// keeps K and V on its device addressed by the same block ids and
+    /// slots (it must not call [`KvCache::layer`] or [`KvCache::layer_mut`]).
+    pub fn metadata_only(shape: KvShape, blocks: usize) -> Self {
+        Self { shape, pool: BlockPool::new(blocks), keys: Vec::new(), values: Vec::new() }
+    }
+}
+
+/// The prefix cache over the pool (see [`prefix`]).
+impl KvCache {
+    /// KV bytes of one block.
+    pub fn bytes_per_block(&self) -> usize {
+        self.shape.bytes_per_token() * BLOCK_TOKENS
+    }
+
+    /// The namespace called `name`, created with the default budget if new.
+    pub fn namespace(&mut self, name: &str) -> NamespaceId {
+        self.pool.prefix.namespace(name)
+    }
+
+    /// Budget in bytes of namespaces created from now on (at most the pool).
+    pub fn set_default_namespace_budget(&mut self, bytes: usize) {
+        let blocks = self.budget_blocks(bytes);
+        self.pool.prefix.set_default_budget(blocks);
+    }
+
+    /// Sets the budget of `ns` in bytes (at most the pool), evicting its
+    /// parked blocks over it.
+    pub fn set_namespace_budget(&mut self, ns: NamespaceId, bytes: usize) {
+        let blocks = self.budget_blocks(bytes);
+        self.pool.prefix.set_budget(ns, blocks, &mut self.pool.free);
+    }
+
+    fn budget_blocks(&self, bytes: usize) -> usize {
+        (bytes / self.bytes_per_block().max(1)).min(self.pool.total())
+    }
+
+    /// Replaces the block hasher and forgets every cached block. A test hook:
+    /// a constant hasher makes every block collide, which must change
+    /// nothing but speed.
+    pub fn set_block_hasher(&mut self, hasher: BlockHasher) {
+        self.pool.prefix.set_hasher(hasher, &mut self.pool.free);
+    }
+
+    /// A new sequence holding the longest cached prefix of `tokens` in `ns`
+    /// that is at most `max_tokens` long (whole blocks), sharing the cached
+    /// blocks.
+    pub fn lookup_prefix(&mut self, ns: NamespaceId, tokens: &[u32], max_tokens: usize) -> SeqKv {
+        let blocks = self.pool.prefix.lookup(ns, tokens, max_tokens / BLOCK_TOKENS);
+        for &id in &blocks {
+            self.pool.retain(id);
+        }
+        let len = blocks.len() * BLOCK_TOKENS;
+        SeqKv { blocks, len }
+    }
+
+    /// Counts a prompt of `prompt_tokens` of which `hit_tokens` came from
+    /// the cache in the statistics of `ns`.
+    pub fn record_lookup(&mut self, ns: NamespaceId, prompt_tokens: usize, hit_tokens: usize) {
+        self.pool.prefix.record_lookup(ns, prompt_tokens, hit_tokens);
+    }
+
+    /// Caches the full blocks of `seq`, which holds `tokens` (its first
+    /// `seq.len()` tokens are those of `tokens`; the caller guarantees it),
+    /// in `ns`, as far as the namespace's budget allows. Returns the length
+    /// of the prefix of `tokens` a lookup now finds (at most `seq.len()`).
+    pub fn cache_prefix(&mut self, ns: NamespaceId, seq: &SeqKv, tokens: &[u32]) -> usize {
+        let full = seq.len.min(tokens.len()) / BLOCK_TOKENS;
+        let blocks = &seq.blocks[..full];
+        BLOCK_TOKENS * self.pool.prefix.insert(ns, blocks, &tokens[..full * BLOCK_TOKENS], &mut self.pool.free)
+    }
+
+    /// Figures of every namespace, in creation order.
+    pub fn cache_stats(&self) -> Vec<NamespaceStats> {
+        self.pool.prefix.stats(self.bytes_per_block())
     }
 }
 

@@ -6,7 +6,10 @@
 //! - `graft bench spec`: speculative decoding on apply cases (JSONL in the
 //!   format of the shared dev set): steps, tokens per step and decode time
 //!   without drafts, with prompt lookup and with the expected output as the
-//!   text draft (the upper bound), and the speed-up over no drafts.
+//!   text draft (the upper bound), and the speed-up over no drafts; then
+//!   per mode the latency of a whole generation (prefill + decode) at p50
+//!   and p90 and the effective output rate. `--dump-cases` writes each
+//!   case's prompt and output length so peers run the same work.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -16,8 +19,9 @@ use clap::Args;
 use graft_engine::decode::draft::DEFAULT_MIN_NGRAM;
 use graft_engine::decode::width::DEFAULT_MAX_WIDTH;
 use graft_engine::decode::{Drafter, GenerateParams, Generation, NoDraft, PromptLookup, TextDraft};
-use graft_engine::{Engine, EngineOptions};
 use rayon::prelude::*;
+
+use super::device::{load_engine, parse_device, DeviceArg};
 
 #[derive(Args)]
 pub struct BenchGenerateArgs {
@@ -33,6 +37,9 @@ pub struct BenchGenerateArgs {
     /// Timed runs (the median is reported); one warm-up run precedes them.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: DeviceArg,
 }
 
 /// Text the benchmark prompt is cut from: graft's own description, repeated.
@@ -46,8 +53,7 @@ pub fn generate(args: BenchGenerateArgs) -> anyhow::Result<()> {
         "runs, prompt and decode tokens must be positive (decode > 1)"
     );
     let model_path = crate::resolve_model(args.model)?;
-    let mut engine = Engine::load(&model_path, &EngineOptions::default())
-        .with_context(|| format!("loading {}", model_path.display()))?;
+    let mut engine = load_engine(&model_path, args.device)?;
     let mut prompt = Vec::new();
     while prompt.len() < args.prompt_tokens {
         prompt.extend(engine.tokenizer().encode(PROMPT_SEED, false)?);
@@ -72,7 +78,7 @@ pub fn generate(args: BenchGenerateArgs) -> anyhow::Result<()> {
     let (prefill, decode) = (median(&mut prefill), median(&mut decode));
     let threads = rayon::current_num_threads();
     println!("model            {}", model_path.display());
-    println!("backend          {} ({threads} threads)", engine.backend().name());
+    println!("backend          {} ({threads} threads)", engine.backend().describe());
     println!(
         "weights/token    {:.1} MB read as stored (GGUF blocks where a fused kernel exists, else f32)",
         weight_bytes / 1e6
@@ -131,6 +137,13 @@ pub struct BenchSpecArgs {
     /// Upper bound on draft tokens per step.
     #[arg(long, default_value_t = DEFAULT_MAX_WIDTH)]
     max_width: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: DeviceArg,
+    /// Write one JSON line per case run (id, prompt, output tokens) here,
+    /// for peer benchmarks on the same work (bench/hf_peer.py).
+    #[arg(long)]
+    dump_cases: Option<PathBuf>,
 }
 
 /// One case of the JSONL file.
@@ -160,6 +173,10 @@ struct ModeTotals {
     tokens: usize,
     steps: usize,
     decode_secs: f64,
+    /// Output tokens of every case, the prefill's included.
+    outputs: usize,
+    /// Per case: prefill + decode, in ms.
+    latencies: Vec<f64>,
 }
 
 impl ModeTotals {
@@ -167,6 +184,26 @@ impl ModeTotals {
         self.tokens += generation.tokens.len().saturating_sub(1);
         self.steps += generation.stats.steps;
         self.decode_secs += generation.stats.decode.as_secs_f64();
+        self.outputs += generation.tokens.len();
+        self.latencies.push((generation.stats.prefill + generation.stats.decode).as_secs_f64() * 1e3);
+    }
+
+    /// The `p`-th percentile (0..=100) of the per-case latencies, nearest rank.
+    fn latency_percentile(&self, p: f64) -> f64 {
+        let mut sorted = self.latencies.clone();
+        sorted.sort_by(f64::total_cmp);
+        let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+        sorted.get(rank - 1).copied().unwrap_or(0.0)
+    }
+
+    /// Output tokens per second of prefill + decode time over all cases.
+    fn effective_tokens_per_second(&self) -> f64 {
+        let secs: f64 = self.latencies.iter().sum::<f64>() / 1e3;
+        if secs > 0.0 {
+            self.outputs as f64 / secs
+        } else {
+            0.0
+        }
     }
 
     fn tokens_per_step(&self) -> f64 {
@@ -188,9 +225,14 @@ pub fn spec(args: BenchSpecArgs) -> anyhow::Result<()> {
     };
     let text = std::fs::read_to_string(&cases_path).with_context(|| format!("reading {}", cases_path.display()))?;
     let model_path = crate::resolve_model(args.model)?;
-    let mut engine = Engine::load(&model_path, &EngineOptions::default())
-        .with_context(|| format!("loading {}", model_path.display()))?;
+    let mut engine = load_engine(&model_path, args.device)?;
     let context = engine.config().max_position;
+    let mut dump = match &args.dump_cases {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => None,
+    };
     let eos = engine.tokenizer().eos_ids().to_vec();
 
     println!("model     {}", model_path.display());
@@ -281,6 +323,18 @@ pub fn spec(args: BenchSpecArgs) -> anyhow::Result<()> {
         for (total, generation) in totals.iter_mut().zip(&generations) {
             total.add(generation);
         }
+        if let Some(out) = dump.as_mut() {
+            use std::io::Write;
+            let line = serde_json::json!({
+                "id": case.id,
+                "prompt": apply_prompt(&case),
+                "prompt_tokens": prompt.len(),
+                "output_tokens": none.tokens.len(),
+                "latency_ms": generations.iter().map(|g| (g.stats.prefill + g.stats.decode).as_secs_f64() * 1e3)
+                    .collect::<Vec<_>>(),
+            });
+            writeln!(out, "{line}")?;
+        }
         ran += 1;
     }
     let [none, lookup, text] = &totals;
@@ -303,5 +357,18 @@ pub fn spec(args: BenchSpecArgs) -> anyhow::Result<()> {
         speedup(text)
     );
     println!("(tok/st: output tokens per forward step after the prefill; x: decode speed-up over no draft)");
+    println!();
+    println!("backend   {}", engine.backend().describe());
+    println!("{:<8} {:>12} {:>12} {:>10} {:>16}", "mode", "p50 ms", "p90 ms", "tok/step", "output tok/s");
+    for (name, total) in ["none", "lookup", "text"].iter().zip(&totals) {
+        println!(
+            "{name:<8} {:>12.2} {:>12.2} {:>10.2} {:>16.0}",
+            total.latency_percentile(50.0),
+            total.latency_percentile(90.0),
+            total.tokens_per_step(),
+            total.effective_tokens_per_second()
+        );
+    }
+    println!("(latency: prefill + decode of one case; output tok/s: all output tokens over all prefill + decode time)");
     Ok(())
 }
