@@ -184,7 +184,11 @@ fn all_right_drafts_take_few_steps() {
     let (spec, streamed) = spec_run(&mut engine, &prompt, &params, &mut text, 512);
     assert_same(&greedy, &spec, &streamed, "text = truth");
     assert_eq!(spec.stats.accepted, spec.stats.drafted, "nothing is rejected");
-    assert!(spec.stats.steps <= 20, "{} steps for 200 tokens", spec.stats.steps);
+    // How wide each step is depends on measured step times (the width
+    // policy's unit tests pin that down with synthetic times); what holds
+    // whatever the timing is that every step, all of whose drafts are
+    // right, yields at least two tokens.
+    assert!(spec.stats.steps * 2 <= spec.tokens.len() + 1, "{} steps for 200 tokens", spec.stats.steps);
 }
 
 /// Apply-shaped completion prompt: instruction, original and update, then

@@ -24,6 +24,7 @@ use super::{Anchor, MergeResult};
 use crate::decode::draft::DEFAULT_MIN_NGRAM;
 use crate::decode::{CompositeDraft, GenerateParams, PromptLookup, TextDraft};
 use crate::error::{Error, Result};
+use crate::kv::HEADLESS_NAMESPACE;
 use crate::tokenizer::Tokenizer;
 use crate::Engine;
 
@@ -432,7 +433,9 @@ fn rewrite_region(
     let mut stream = tokenizer.decode_stream();
 
     let prefill_started = Instant::now();
-    let prefilled = engine.prefill(&prompt_ids)?;
+    let namespace = control.namespace.unwrap_or(HEADLESS_NAMESPACE);
+    let prefilled = engine.prefill_in(namespace, &prompt_ids)?;
+    stats.cached_prompt_tokens += prefilled.cached_prompt_tokens();
     let prefill_time = prefill_started.elapsed();
     if stats.model_regions == 0 {
         stats.ttft_ms = ms(started.elapsed());

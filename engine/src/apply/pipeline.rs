@@ -99,6 +99,9 @@ pub struct ApplyControl<'a> {
     pub cancel: Option<Arc<AtomicBool>>,
     /// Called after every decoding step of the model.
     pub progress: Option<&'a mut dyn FnMut(&ApplyProgress)>,
+    /// The prefix-cache namespace of the file (its workspace folder);
+    /// `None`: [`crate::kv::HEADLESS_NAMESPACE`].
+    pub namespace: Option<&'a str>,
 }
 
 impl ApplyControl<'_> {
