@@ -25,10 +25,11 @@ use graft_grammars::Language;
 use serde::Serialize;
 
 pub use merge::merge;
-pub use model::RegionSource;
+pub use model::{warm_file, RegionSource};
 pub use pipeline::{
     apply, ApplyControl, ApplyMode, ApplyOutcome, ApplyProgress, ApplyReport, ApplyRequest, ApplyStats, RegionReport,
 };
+pub use prompt::stable_prefix;
 pub use validate::{validate, Problem};
 
 /// The merged file and how it was made.

@@ -26,7 +26,7 @@ use crate::decode::{CompositeDraft, GenerateParams, PromptLookup, TextDraft};
 use crate::error::{Error, Result};
 use crate::kv::HEADLESS_NAMESPACE;
 use crate::tokenizer::Tokenizer;
-use crate::Engine;
+use crate::{Engine, Warmed};
 
 /// Lines of context kept on each side of a piece's span.
 const MARGIN: usize = 2;
@@ -483,6 +483,31 @@ fn rewrite_region(
         None => Written::CutShort,
     })
 }
+
+/// Puts the stable prefix of `original`'s region prompts into the prefix
+/// cache of `namespace`, block by block, stopping early when `cancel` is
+/// set. `None` when the file is too long to be the whole context (its
+/// prompts then use windows around each region, which no warm-up predicts).
+pub fn warm_file(
+    engine: &mut Engine,
+    original: &str,
+    language: Option<Language>,
+    namespace: &str,
+    cancel: Option<&AtomicBool>,
+) -> Result<Option<Warmed>> {
+    let tokenizer = engine.tokenizer().clone();
+    let tokens = prompt::stable_prefix(&tokenizer, language.map(Language::name), original)?;
+    // Room for a region, its edit and output beside the file.
+    let room = engine.config().max_position.saturating_sub(CONTEXT_RESERVE + WARM_MIN_ROOM);
+    if tokens.len() > room {
+        return Ok(None);
+    }
+    engine.warm(namespace, &tokens, cancel).map(Some)
+}
+
+/// Context tokens a region prompt needs beyond the file for a warm-up to
+/// be worth it (a small region, its edit and its output).
+const WARM_MIN_ROOM: usize = 512;
 
 /// The snippet's pieces of `region`, with the markers between and around
 /// them as the snippet wrote them.

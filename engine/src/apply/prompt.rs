@@ -128,6 +128,24 @@ pub fn render(tokenizer: &Tokenizer, prompt: &RegionPrompt<'_>) -> Result<Prompt
     Ok(PromptTokens { stable: tokenizer.encode(&stable, true)?, rest: tokenizer.encode(&rest, false)? })
 }
 
+/// The stable prefix of every region prompt of `file` when the whole file
+/// is the context: what a warm-up puts in the prefix cache before any
+/// apply. The region prompts of the same file start with exactly these ids.
+pub fn stable_prefix(tokenizer: &Tokenizer, language: Option<&str>, file: &str) -> Result<Vec<u32>> {
+    let file = file.replace("\r\n", "\n");
+    let spec = RegionPrompt {
+        language,
+        context: &file,
+        window: None,
+        region_lines: 0..0,
+        region: "",
+        edit: "",
+        instruction: None,
+    };
+    let (stable, _) = render_text(tokenizer, &spec)?;
+    tokenizer.encode(&stable, true)
+}
+
 /// The output the model should write for a region whose new text is
 /// `region`: the text, then [`OUTPUT_END`].
 pub fn expected_output(region: &str) -> String {

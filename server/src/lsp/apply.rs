@@ -123,6 +123,7 @@ impl Server {
                 cancel: guard.cancel.clone(),
                 progress: samples,
                 reply,
+                namespace: self.namespace_for(&uri),
             });
             result.await.unwrap_or(Err(graft_engine::Error::Cancelled))
         } else {

@@ -15,12 +15,14 @@ use tokio::sync::oneshot;
 use tower_lsp::jsonrpc::Result;
 use tower_lsp::{Client, LanguageServer, LspService};
 
+use graft_engine::kv::HEADLESS_NAMESPACE;
+
 use super::config::Config;
 use super::encoding::PositionEncoding;
 use super::log::Log;
 use super::protocol::{self, ApplyParams, APPLY_COMMAND, APPLY_METHOD, CLIENT_APPLY_FROM_CLIPBOARD, STATUS_METHOD};
 use super::state::{self, Event, Events, Snapshot};
-use super::worker::Worker;
+use super::worker::{WarmJob, Worker};
 
 /// What the client said it supports, as far as graft cares.
 #[derive(Debug, Clone, Copy, Default)]
@@ -65,7 +67,16 @@ pub struct Server {
     pub next_id: AtomicU64,
     /// A configuration error from `initialize`, shown once initialized.
     startup_problem: Mutex<Option<String>>,
+    /// The workspace folders (URIs, `/`-terminated): each is a prefix-cache
+    /// namespace.
+    folders: Mutex<Vec<String>>,
+    /// The pending or running warm-up of each document, cancelled when the
+    /// document changes again.
+    warmups: Mutex<HashMap<Url, Arc<AtomicBool>>>,
 }
+
+/// Quiet time after an edit before the document's prompt prefix is warmed.
+const WARM_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -92,6 +103,8 @@ pub fn service() -> std::io::Result<(LspService<Server>, tower_lsp::ClientSocket
             last_apply: Mutex::new(None),
             next_id: AtomicU64::new(1),
             startup_problem: Mutex::new(None),
+            folders: Mutex::new(Vec::new()),
+            warmups: Mutex::new(HashMap::new()),
         }
     })
     .custom_method(APPLY_METHOD, Server::apply)
@@ -120,6 +133,52 @@ impl Server {
         let (reply, rx) = oneshot::channel();
         self.send(Event::AwaitText { uri: uri.clone(), after, expected, reply });
         rx
+    }
+
+    /// The prefix-cache namespace of a document: its innermost workspace
+    /// folder, else [`HEADLESS_NAMESPACE`].
+    pub fn namespace_for(&self, uri: &Url) -> String {
+        lock(&self.folders)
+            .iter()
+            .filter(|folder| uri.as_str().starts_with(folder.as_str()))
+            .max_by_key(|folder| folder.len())
+            .cloned()
+            .unwrap_or_else(|| HEADLESS_NAMESPACE.to_string())
+    }
+
+    /// Warms the document's prompt prefix once it has been quiet for
+    /// [`WARM_DEBOUNCE`] at `version`, when the engine uses the model; a
+    /// newer change cancels it (queued or running), and so does an apply.
+    fn schedule_warm(&self, uri: Url, version: i32) {
+        let config = lock(&self.config).clone();
+        let cancel = Arc::new(AtomicBool::new(false));
+        if let Some(previous) = lock(&self.warmups).insert(uri.clone(), cancel.clone()) {
+            previous.store(true, Ordering::Relaxed);
+        }
+        if !config.engine.uses_model() {
+            return;
+        }
+        let (worker, events, namespace) = (self.worker.clone(), self.events.clone(), self.namespace_for(&uri));
+        tokio::spawn(async move {
+            tokio::time::sleep(WARM_DEBOUNCE).await;
+            if cancel.load(Ordering::Relaxed) {
+                return;
+            }
+            let (reply, rx) = oneshot::channel();
+            let _ = events.send(Event::Snapshot { uri, reply });
+            let Ok(Some(snapshot)) = rx.await else { return };
+            if snapshot.version != version {
+                return;
+            }
+            worker.warm(WarmJob {
+                text: snapshot.text,
+                language: snapshot.language,
+                namespace,
+                model_path: config.model_path,
+                device: config.device,
+                cancel,
+            });
+        });
     }
 
     /// Applies a configuration: log level and file, and the model loaded
@@ -170,7 +229,13 @@ impl Server {
             },
             // Null until a model is loaded.
             "cache": worker.loaded_model.as_ref().map(|_| &worker.cache),
-            "worker": { "busy": worker.busy, "applies": worker.applies, "cancelled": worker.cancelled },
+            "worker": {
+                "busy": worker.busy,
+                "applies": worker.applies,
+                "cancelled": worker.cancelled,
+                "warmups": worker.warmups,
+                "warmupsCancelled": worker.warmups_cancelled,
+            },
             "lastApply": last_apply,
             "documents": documents,
             "logFile": self.log.file(),
@@ -210,6 +275,16 @@ fn clipboard_action(uri: &Url, resolved: bool) -> CodeAction {
 #[tower_lsp::async_trait]
 impl LanguageServer for Server {
     async fn initialize(&self, params: InitializeParams) -> Result<InitializeResult> {
+        let mut folders: Vec<String> =
+            params.workspace_folders.iter().flatten().map(|folder| folder.uri.to_string()).collect();
+        #[allow(deprecated)] // rootUri: clients that send no workspace folders
+        folders.extend(params.root_uri.iter().map(Url::to_string));
+        for folder in &mut folders {
+            if !folder.ends_with('/') {
+                folder.push('/');
+            }
+        }
+        *lock(&self.folders) = folders;
         let offered = params.capabilities.general.as_ref().and_then(|g| g.position_encodings.as_deref());
         let encoding = PositionEncoding::negotiate(offered);
         *lock(&self.encoding) = encoding;
@@ -265,6 +340,7 @@ impl LanguageServer for Server {
 
     async fn did_open(&self, params: DidOpenTextDocumentParams) {
         let document = params.text_document;
+        self.schedule_warm(document.uri.clone(), document.version);
         self.send(Event::Open {
             uri: document.uri,
             language_id: document.language_id,
@@ -275,10 +351,14 @@ impl LanguageServer for Server {
 
     async fn did_change(&self, params: DidChangeTextDocumentParams) {
         let document = params.text_document;
+        self.schedule_warm(document.uri.clone(), document.version);
         self.send(Event::Change { uri: document.uri, version: document.version, changes: params.content_changes });
     }
 
     async fn did_close(&self, params: DidCloseTextDocumentParams) {
+        if let Some(warmup) = lock(&self.warmups).remove(&params.text_document.uri) {
+            warmup.store(true, Ordering::Relaxed);
+        }
         self.send(Event::Close { uri: params.text_document.uri });
     }
 

@@ -680,3 +680,31 @@ async fn a_new_apply_supersedes_a_running_one_on_the_same_document() {
     assert!(client.text(&doc).ends_with("fn small() -> u32 {\n    3\n}\n"));
     assert!(client.text(&doc).contains("v.push(39 * 39 + 4);"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_on_a_warmed_buffer_reads_the_file_prefix_from_the_cache() {
+    let (mut client, _) = Client::start(Client::vscode_capabilities(), model_options()).await;
+    let doc = uri("warm.rs");
+    client.open(&doc, ORIGINAL).await;
+    // The warm-up runs once the buffer has been quiet for the debounce.
+    let mut warmed = false;
+    for _ in 0..600 {
+        let status = client.request("graft/status", Value::Null).await;
+        if status["result"]["worker"]["warmups"].as_u64().unwrap_or(0) >= 1 {
+            warmed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(warmed, "no warm-up finished within two minutes");
+    let reply = client.apply(&doc, SNIPPET, json!({"force": true})).await;
+    let stats = &reply["result"]["stats"];
+    let cached = stats["cached_prompt_tokens"].as_u64().unwrap_or(0) as usize;
+    // Every full block of the file's stable prefix (header and file) came
+    // from the cache.
+    let gguf = graft_engine::model::gguf::GgufFile::open(&graft_engine::home::default_model_path()).expect("gguf");
+    let tokenizer = graft_engine::tokenizer::Tokenizer::from_gguf(&gguf).expect("tokenizer");
+    let prefix = graft_engine::apply::stable_prefix(&tokenizer, Some("rust"), ORIGINAL).expect("prefix");
+    let full_blocks = prefix.len() / graft_engine::kv::BLOCK_TOKENS * graft_engine::kv::BLOCK_TOKENS;
+    assert!(full_blocks > 0 && cached >= full_blocks, "cached {cached} of a {}-token prefix: {reply}", prefix.len());
+}

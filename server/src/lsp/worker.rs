@@ -5,11 +5,11 @@
 //! [`Sample::Stopped`] once the engine has stopped working on the job.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use graft_engine::apply::{apply, ApplyControl, ApplyMode, ApplyOutcome, ApplyProgress, ApplyRequest};
+use graft_engine::apply::{apply, warm_file, ApplyControl, ApplyMode, ApplyOutcome, ApplyProgress, ApplyRequest};
 use graft_engine::backend::Device;
 use graft_engine::{Engine, EngineOptions};
 use graft_grammars::Language;
@@ -36,10 +36,24 @@ pub struct ApplyJob {
     pub cancel: Arc<AtomicBool>,
     pub progress: UnboundedSender<Sample>,
     pub reply: oneshot::Sender<graft_engine::Result<ApplyOutcome>>,
+    /// The prefix-cache namespace (the document's workspace folder).
+    pub namespace: String,
+}
+
+/// A warm-up of a document's prompt prefix, for the engine thread.
+pub struct WarmJob {
+    pub text: String,
+    pub language: Option<Language>,
+    pub namespace: String,
+    pub model_path: PathBuf,
+    pub device: Device,
+    /// Set when the document changes again or an apply arrives.
+    pub cancel: Arc<AtomicBool>,
 }
 
 enum Job {
     Apply(ApplyJob),
+    Warm(WarmJob),
     /// Load (or keep) the model at this path on this device ahead of the
     /// first apply.
     Load(PathBuf, Device),
@@ -56,6 +70,9 @@ pub struct WorkerState {
     pub busy: bool,
     pub applies: usize,
     pub cancelled: usize,
+    /// Warm-ups run to the end, and stopped early (by an edit or an apply).
+    pub warmups: usize,
+    pub warmups_cancelled: usize,
     /// The prefix cache's namespaces after the last load or apply.
     pub cache: Vec<CacheFigures>,
 }
@@ -92,9 +109,13 @@ fn cache_figures(engine: &Engine) -> Vec<CacheFigures> {
         .collect()
 }
 
+#[derive(Clone)]
 pub struct Worker {
     jobs: Sender<Job>,
     state: Arc<Mutex<WorkerState>>,
+    /// Cancel flags of the warm-ups queued or running: an apply sets them
+    /// all, so a warm-up never delays an apply by more than one block.
+    warmups: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
 }
 
 impl Worker {
@@ -113,10 +134,11 @@ impl Worker {
                         let _ = load(&mut engine, &path, device, &shared);
                     }
                     Job::Apply(job) => run(&mut engine, job, &shared),
+                    Job::Warm(job) => warm(&mut engine, job, &shared),
                 }
             }
         })?;
-        Ok(Worker { jobs, state })
+        Ok(Worker { jobs, state, warmups: Arc::new(Mutex::new(Vec::new())) })
     }
 
     pub fn state(&self) -> WorkerState {
@@ -129,8 +151,24 @@ impl Worker {
     }
 
     pub fn apply(&self, job: ApplyJob) {
+        for flag in lock_list(&self.warmups).drain(..) {
+            flag.store(true, Ordering::Relaxed);
+        }
         let _ = self.jobs.send(Job::Apply(job));
     }
+
+    /// Queues a warm-up behind whatever the engine is doing.
+    pub fn warm(&self, job: WarmJob) {
+        let mut warmups = lock_list(&self.warmups);
+        warmups.retain(|flag| !flag.load(Ordering::Relaxed));
+        warmups.push(job.cancel.clone());
+        drop(warmups);
+        let _ = self.jobs.send(Job::Warm(job));
+    }
+}
+
+fn lock_list(list: &Mutex<Vec<Arc<AtomicBool>>>) -> std::sync::MutexGuard<'_, Vec<Arc<AtomicBool>>> {
+    list.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn lock(state: &Mutex<WorkerState>) -> std::sync::MutexGuard<'_, WorkerState> {
@@ -173,9 +211,40 @@ fn load<'a>(
         .ok_or_else(|| graft_engine::Error::InvalidRequest { reason: format!("{}: no model loaded", path.display()) })
 }
 
+/// Runs a warm-up unless it was cancelled while queued; it needs the model
+/// the configuration names (loaded here if it is not yet).
+fn warm(engine: &mut Option<Loaded>, job: WarmJob, state: &Mutex<WorkerState>) {
+    if job.cancel.load(Ordering::Relaxed) {
+        lock(state).warmups_cancelled += 1;
+        return;
+    }
+    let Ok(loaded) = load(engine, &job.model_path, job.device, state) else { return };
+    let result = warm_file(loaded, &job.text, job.language, &job.namespace, Some(&job.cancel));
+    let mut state = lock(state);
+    match result {
+        Ok(Some(warmed)) if warmed.cancelled => state.warmups_cancelled += 1,
+        Ok(Some(_)) => state.warmups += 1,
+        // Too long to be one context, or the model failed: nothing cached.
+        Ok(None) | Err(_) => {}
+    }
+    state.cache = cache_figures(loaded);
+}
+
 fn run(engine: &mut Option<Loaded>, job: ApplyJob, state: &Mutex<WorkerState>) {
     lock(state).busy = true;
-    let ApplyJob { original, update, instruction, language, mode, model_path, device, cancel, progress, reply } = job;
+    let ApplyJob {
+        original,
+        update,
+        instruction,
+        language,
+        mode,
+        model_path,
+        device,
+        cancel,
+        progress,
+        reply,
+        namespace,
+    } = job;
     let request = ApplyRequest {
         original: &original,
         update: &update,
@@ -192,7 +261,7 @@ fn run(engine: &mut Option<Loaded>, job: ApplyJob, state: &Mutex<WorkerState>) {
         apply(
             &request,
             Some(engine),
-            ApplyControl { cancel: Some(cancel), progress: Some(&mut report), namespace: None },
+            ApplyControl { cancel: Some(cancel), progress: Some(&mut report), namespace: Some(&namespace) },
         )
     });
     {
