@@ -25,7 +25,7 @@ use graft_grammars::Language;
 use serde::Serialize;
 
 pub use merge::merge;
-pub use model::{warm_file, RegionSource};
+pub use model::{plan_model_apply, warm_file, RegionPlan, RegionSource};
 pub use pipeline::{
     apply, ApplyControl, ApplyMode, ApplyOutcome, ApplyProgress, ApplyReport, ApplyRequest, ApplyStats, RegionReport,
 };

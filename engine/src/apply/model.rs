@@ -369,53 +369,20 @@ fn rewrite_region(
     stats: &mut ApplyStats,
     (expected_tokens, done_tokens, started): (usize, &mut usize, Instant),
 ) -> Result<Written> {
-    let edit = region_edit(request.language, update, merged, region);
-    let region_text = joined(original, region.lines.clone());
-    let mut reference = tokenizer.encode(&prompt::expected_output(candidate_text), false)?;
-    let end_of_turn = end_of_turn_id(tokenizer);
-    reference.extend(end_of_turn);
-    let max_output = reference.len() + reference.len() / OUTPUT_SLACK_DIVISOR + OUTPUT_SLACK;
-    let context_limit = engine.config().max_position;
-
-    let spec = RegionPrompt {
-        language: request.language.map(|l| l.name()),
-        context: "",
-        window: None,
-        region_lines: region.lines.clone(),
-        region: &region_text,
-        edit: &edit,
-        instruction: request.instruction,
-    };
-    let rest_tokens = prompt::render(tokenizer, &spec)?.len();
-    let Some(context_budget) = context_limit.checked_sub(rest_tokens + max_output + CONTEXT_RESERVE) else {
+    let Some(built) = build_region_prompt(
+        tokenizer,
+        engine.config().max_position,
+        request,
+        original,
+        update,
+        merged,
+        region,
+        candidate_text,
+    )?
+    else {
         return Ok(Written::TooLarge);
     };
-    let whole = request.original.replace("\r\n", "\n");
-    let total = original.len();
-    let mut window: Option<Range<usize>> = None;
-    let mut fraction = 1.0f64;
-    let tokens = loop {
-        let context = match &window {
-            Some(lines) => joined(original, lines.clone()),
-            None => whole.clone(),
-        };
-        let attempt =
-            RegionPrompt { context: &context, window: window.clone().map(|lines| (lines, total)), ..spec.clone() };
-        let tokens = prompt::render(tokenizer, &attempt)?;
-        if tokens.len() + max_output + CONTEXT_RESERVE <= context_limit {
-            break tokens;
-        }
-        // Shrink a window of whole lines around the region until it fits.
-        if window.as_ref().is_some_and(|w| w.len() <= region.lines.len()) {
-            return Ok(Written::TooLarge);
-        }
-        fraction = (fraction * 0.85).min(context_budget as f64 / tokens.stable.len().max(1) as f64);
-        let keep = ((total as f64 * fraction) as usize).max(region.lines.len());
-        let extra = keep - region.lines.len();
-        let end = (region.lines.end + extra / 2).min(total);
-        let start = end.saturating_sub(keep).min(region.lines.start);
-        window = Some(start..(start + keep).min(total));
-    };
+    let RegionPromptBuilt { tokens, reference, max_output, region_text, edit, .. } = built;
     let prompt_ids = tokens.joined();
 
     let mut lookup_sources = vec![tokenizer.encode(&region_text, false)?];
@@ -482,6 +449,133 @@ fn rewrite_region(
         Some(region) => Written::Text(region.to_string()),
         None => Written::CutShort,
     })
+}
+
+/// A region's prompt, ready to run.
+struct RegionPromptBuilt {
+    tokens: prompt::PromptTokens,
+    /// The draft: the merge candidate's output, closing tag and end of turn.
+    reference: Vec<u32>,
+    max_output: usize,
+    region_text: String,
+    edit: String,
+    /// The context is a window of the file, not all of it.
+    windowed: bool,
+}
+
+/// Builds the prompt of `region` within a context of `context_limit`
+/// tokens (the whole file as context when it fits, else a window of whole
+/// lines around the region); `None` when even the region, its edit and its
+/// output do not fit.
+#[allow(clippy::too_many_arguments)]
+fn build_region_prompt(
+    tokenizer: &Tokenizer,
+    context_limit: usize,
+    request: &ApplyRequest<'_>,
+    original: &[Line<'_>],
+    update: &[Line<'_>],
+    merged: &MergeResult,
+    region: &Region,
+    candidate_text: &str,
+) -> Result<Option<RegionPromptBuilt>> {
+    let edit = region_edit(request.language, update, merged, region);
+    let region_text = joined(original, region.lines.clone());
+    let mut reference = tokenizer.encode(&prompt::expected_output(candidate_text), false)?;
+    let end_of_turn = end_of_turn_id(tokenizer);
+    reference.extend(end_of_turn);
+    let max_output = reference.len() + reference.len() / OUTPUT_SLACK_DIVISOR + OUTPUT_SLACK;
+
+    let spec = RegionPrompt {
+        language: request.language.map(|l| l.name()),
+        context: "",
+        window: None,
+        region_lines: region.lines.clone(),
+        region: &region_text,
+        edit: &edit,
+        instruction: request.instruction,
+    };
+    let rest_tokens = prompt::render(tokenizer, &spec)?.len();
+    let Some(context_budget) = context_limit.checked_sub(rest_tokens + max_output + CONTEXT_RESERVE) else {
+        return Ok(None);
+    };
+    let whole = request.original.replace("\r\n", "\n");
+    let total = original.len();
+    let mut window: Option<Range<usize>> = None;
+    let mut fraction = 1.0f64;
+    let tokens = loop {
+        let context = match &window {
+            Some(lines) => joined(original, lines.clone()),
+            None => whole.clone(),
+        };
+        let attempt =
+            RegionPrompt { context: &context, window: window.clone().map(|lines| (lines, total)), ..spec.clone() };
+        let tokens = prompt::render(tokenizer, &attempt)?;
+        if tokens.len() + max_output + CONTEXT_RESERVE <= context_limit {
+            break tokens;
+        }
+        // Shrink a window of whole lines around the region until it fits.
+        if window.as_ref().is_some_and(|w| w.len() <= region.lines.len()) {
+            return Ok(None);
+        }
+        fraction = (fraction * 0.85).min(context_budget as f64 / tokens.stable.len().max(1) as f64);
+        let keep = ((total as f64 * fraction) as usize).max(region.lines.len());
+        let extra = keep - region.lines.len();
+        let end = (region.lines.end + extra / 2).min(total);
+        let start = end.saturating_sub(keep).min(region.lines.start);
+        window = Some(start..(start + keep).min(total));
+    };
+    Ok(Some(RegionPromptBuilt { tokens, reference, max_output, region_text, edit, windowed: window.is_some() }))
+}
+
+/// One region of a model-mode apply as planned, for checking that prompts
+/// fit the context without running the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionPlan {
+    /// Original lines of the region.
+    pub lines: Range<usize>,
+    /// Prompt tokens and the output bound; `None` when the region does not
+    /// fit the context at all.
+    pub prompt_tokens: Option<usize>,
+    pub max_output: usize,
+    /// The file context was a window of these lines (not the whole file).
+    pub window: bool,
+}
+
+/// The regions a model-mode apply of `request` would rewrite, with their
+/// prompt sizes in a context of `context_limit` tokens.
+pub fn plan_model_apply(
+    tokenizer: &Tokenizer,
+    context_limit: usize,
+    request: &ApplyRequest<'_>,
+) -> Result<Vec<RegionPlan>> {
+    let merged = super::merge(request.original, request.update, request.language);
+    let original = split_lines(request.original);
+    let candidate = split_lines(&merged.text);
+    let update = split_lines(request.update);
+    let mut plans = Vec::new();
+    for region in plan_regions(request, &merged) {
+        let candidate_text = joined(&candidate, region.output.clone());
+        let built = build_region_prompt(
+            tokenizer,
+            context_limit,
+            request,
+            &original,
+            &update,
+            &merged,
+            &region,
+            &candidate_text,
+        )?;
+        plans.push(match built {
+            Some(built) => RegionPlan {
+                lines: region.lines.clone(),
+                prompt_tokens: Some(built.tokens.len()),
+                max_output: built.max_output,
+                window: built.windowed,
+            },
+            None => RegionPlan { lines: region.lines.clone(), prompt_tokens: None, max_output: 0, window: false },
+        });
+    }
+    Ok(plans)
 }
 
 /// Puts the stable prefix of `original`'s region prompts into the prefix
