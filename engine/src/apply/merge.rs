@@ -82,6 +82,9 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
 
     let mut out: Vec<(Cow<'_, str>, &str)> = Vec::with_capacity(len + update_lines.len());
     let mut cursor = 0;
+    // (piece report index, region start, removed definitions) to check
+    // against the finished text.
+    let mut removed_definitions = Vec::new();
     let mut reports = Vec::with_capacity(pieces.len());
     let last_index = pieces.len().saturating_sub(1);
     for (index, piece) in pieces.iter().enumerate() {
@@ -141,6 +144,7 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
                 if spliced.duplicated {
                     issues.push(Issue::DuplicatesOriginal);
                 }
+                removed_definitions.push((reports.len(), region.start, spliced.removed));
                 if let Some(item) = spliced.defined.iter().find_map(|name| {
                     original_items.iter().find(|i| {
                         i.name == *name && (i.line_range.end <= region.start || i.line_range.start >= region.end)
@@ -186,6 +190,13 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
             text.push_str(eol);
         }
     }
+    for (index, start, removed) in removed_definitions {
+        if let Some(&(line, _)) = removed.iter().find(|(_, name)| mentions(&text, name)) {
+            if let Some(report) = reports.get_mut(index) {
+                report.issues.push(Issue::RemovesUsedDefinition { line: start + line });
+            }
+        }
+    }
     MergeResult { text, report: MergeReport { language, matching, pieces: reports } }
 }
 
@@ -222,6 +233,7 @@ fn splice<'a>(
     let mut longest_deletion = 0;
     let mut duplicated = false;
     let mut defined = Vec::new();
+    let mut removed = Vec::new();
     // Deleted original lines in a row, counting through matched lines of
     // mere punctuation or blanks (which a diff pairs anywhere).
     let mut deletion_run = 0;
@@ -258,6 +270,7 @@ fn splice<'a>(
                 // Pairs that differ only in the indent character (tabs for
                 // spaces) are the snippet's drift: keep the original. Pairs
                 // that differ only in whitespace otherwise are a guess.
+                removed.extend(definitions(old_lines, old_index..old_index + old_len));
                 for i in 0..new_len {
                     let (Some(o), Some(n)) = (old_lines.get(old_index + i), new_lines.get(new_index + i)) else {
                         continue;
@@ -269,28 +282,72 @@ fn splice<'a>(
                             continue;
                         }
                     }
+                    defined.extend(defined_name(n.text).or_else(|| assigned_name(n.text)));
                     let text = reindent.apply(n.text);
                     guessed += usize::from(text != n.text);
                     out.push((text, eol));
                 }
             }
             DiffOp::Insert { new_index, new_len, .. } | DiffOp::Replace { new_index, new_len, .. } => {
+                if let DiffOp::Replace { old_index, old_len, .. } = op {
+                    removed.extend(definitions(old_lines, old_index..old_index + old_len));
+                }
                 let inserted = new.get(new_index..new_index + new_len).unwrap_or_default();
                 duplicated |= repeats_original(keys, inserted);
                 for line in new_lines.get(new_index..new_index + new_len).unwrap_or_default() {
-                    defined.extend(defined_name(line.text));
+                    defined.extend(defined_name(line.text).or_else(|| assigned_name(line.text)));
                     let text = reindent.apply(line.text);
                     guessed += usize::from(text != line.text);
                     out.push((text, eol));
                 }
             }
-            DiffOp::Delete { old_len, .. } => {
+            DiffOp::Delete { old_index, old_len, .. } => {
+                removed.extend(definitions(old_lines, old_index..old_index + old_len));
                 deletion_run += old_len;
                 longest_deletion = longest_deletion.max(deletion_run);
             }
         }
     }
-    Spliced { guessed, longest_deletion, duplicated, defined }
+    removed.retain(|(_, name)| !defined.contains(name));
+    Spliced { guessed, longest_deletion, duplicated, defined, removed }
+}
+
+/// The names the lines `range` of `lines` define ([`defined_name`], or a
+/// top-level `NAME = ...`), with their indices.
+fn definitions<'a>(lines: &[Line<'a>], range: Range<usize>) -> Vec<(usize, &'a str)> {
+    let mut found = Vec::new();
+    for index in range {
+        let Some(line) = lines.get(index) else { continue };
+        if let Some(name) = defined_name(line.text).or_else(|| assigned_name(line.text)) {
+            found.push((index, name));
+        }
+    }
+    found
+}
+
+/// `NAME` of an unindented `NAME = ...` (optionally after `const`, `let`,
+/// `var`, `export`, `pub`, `static`).
+fn assigned_name(line: &str) -> Option<&str> {
+    if line.starts_with(char::is_whitespace) {
+        return None;
+    }
+    let mut rest = line;
+    for prefix in ["export ", "pub ", "static ", "const ", "let ", "var "] {
+        rest = rest.strip_prefix(prefix).unwrap_or(rest);
+    }
+    let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_'))?;
+    let (name, after) = rest.split_at(end);
+    let after = after.trim_start();
+    let assigns = (after.starts_with('=') && !after.starts_with("==")) || after.starts_with(":=");
+    (assigns && !name.is_empty() && name.chars().any(|c| c.is_alphabetic())).then_some(name)
+}
+
+/// Whether `text` contains `name` as a whole word.
+fn mentions(text: &str, name: &str) -> bool {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(name).any(|(at, _)| {
+        !text[..at].chars().next_back().is_some_and(word) && !text[at + name.len()..].chars().next().is_some_and(word)
+    })
 }
 
 /// The name a line defines, when it opens a definition (`fn x`, `def x`,
@@ -339,6 +396,9 @@ struct Spliced<'a> {
     duplicated: bool,
     /// Names that inserted lines define ([`defined_name`]).
     defined: Vec<&'a str>,
+    /// Definitions (line in the region, name) it removed without defining
+    /// the name again.
+    removed: Vec<(usize, &'a str)>,
 }
 
 /// Whether two non-empty indents use different characters (tabs against

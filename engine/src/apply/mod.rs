@@ -164,6 +164,10 @@ pub enum Issue {
     /// outside its region, defines (at 0-based `line`): the snippet may
     /// rewrite that item rather than add one.
     RedefinesItem { line: usize },
+    /// It removes the original's definition at 0-based `line` of a name
+    /// the result still uses: the snippet may have elided it rather than
+    /// deleted it.
+    RemovesUsedDefinition { line: usize },
     /// Two ends of its region in the original align about equally well
     /// with it; the better (or nearer) was taken.
     AmbiguousEnd,
