@@ -57,7 +57,6 @@ struct Placement {
     /// The original lines it replaces.
     region: Range<usize>,
     anchor: Anchor,
-    notes: Vec<Note>,
     issues: Vec<Issue>,
 }
 
@@ -111,7 +110,7 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
             // whole new file. Where its ends anchor inside the file, it may
             // still be a fragment: those issues stay.
             let issues = placement.map(|p| p.issues).unwrap_or_default();
-            placement = Some(Placement { region: 0..len, anchor: Anchor::WholeFile, notes: Vec::new(), issues });
+            placement = Some(Placement { region: 0..len, anchor: Anchor::WholeFile, issues });
         }
         match placement {
             Some(placement) => {
@@ -160,7 +159,7 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
                     anchor: placement.anchor,
                     replaced: Some(region),
                     output: Some(output_start..out.len()),
-                    notes: placement.notes,
+                    notes: Vec::new(),
                     issues,
                 });
             }
@@ -684,7 +683,6 @@ fn place(
     let len = original.len();
     let n = piece.len();
     let first = *piece.first()?;
-    let notes = Vec::new();
     let mut issues = Vec::new();
 
     let mut best_len = 0;
@@ -737,7 +735,7 @@ fn place(
             if inner.anchor == Anchor::TrailingContext {
                 let (end, matched, _) = trailing_anchor(keys, piece, from, n)?;
                 issues.push(Issue::LeadNotFound);
-                return Some(Placement { region: end - matched..end, anchor: Anchor::TrailingContext, notes, issues });
+                return Some(Placement { region: end - matched..end, anchor: Anchor::TrailingContext, issues });
             }
             let mut paired = 0;
             while paired < shift {
@@ -760,12 +758,12 @@ fn place(
                 Some(choice) if choice.end >= inner.region.end => choice.end,
                 _ => inner.region.end,
             };
-            return Some(Placement { region: start..end, anchor: Anchor::ResemblingLead, notes, issues });
+            return Some(Placement { region: start..end, anchor: Anchor::ResemblingLead, issues });
         }
         None => {
             let (end, matched, _) = trailing_anchor(keys, piece, from, n)?;
             issues.push(Issue::LeadNotFound);
-            return Some(Placement { region: end - matched..end, anchor: Anchor::TrailingContext, notes, issues });
+            return Some(Placement { region: end - matched..end, anchor: Anchor::TrailingContext, issues });
         }
     };
     if opens_file && anchor != Anchor::FileStart {
@@ -820,7 +818,7 @@ fn place(
             issues.push(Issue::ImpliedClosingMarker { lines_before_end: len - end });
         }
     }
-    Some(Placement { region: start..end.max(start), anchor, notes, issues })
+    Some(Placement { region: start..end.max(start), anchor, issues })
 }
 
 #[cfg(test)]

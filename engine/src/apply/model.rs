@@ -20,7 +20,7 @@ use super::pipeline::{ms, ApplyControl, ApplyMode, ApplyProgress, ApplyRequest, 
 use super::prompt::{self, RegionPrompt};
 use super::text::{dominant_eol, split_lines, Line};
 use super::validate::validate;
-use super::{Anchor, MergeResult};
+use super::MergeResult;
 use crate::decode::draft::DEFAULT_MIN_NGRAM;
 use crate::decode::{CompositeDraft, GenerateParams, PromptLookup, TextDraft};
 use crate::error::{Error, Result};
@@ -130,11 +130,8 @@ pub(super) fn plan_regions(request: &ApplyRequest<'_>, merged: &MergeResult) -> 
     }
     let pieces = &merged.report.pieces;
     // (original range, candidate range) of every placed piece, in order.
-    let placed: Vec<(Range<usize>, Range<usize>)> = pieces
-        .iter()
-        .filter(|p| p.anchor != Anchor::Unplaced || p.replaced.is_some())
-        .filter_map(|p| Some((p.replaced.clone()?, p.output.clone()?)))
-        .collect();
+    let placed: Vec<(Range<usize>, Range<usize>)> =
+        pieces.iter().filter_map(|p| Some((p.replaced.clone()?, p.output.clone()?))).collect();
     let item_spans = enclosing_candidates(request);
 
     let mut spans: Vec<(Range<usize>, Range<usize>, bool)> = Vec::new();
@@ -143,11 +140,9 @@ pub(super) fn plan_regions(request: &ApplyRequest<'_>, merged: &MergeResult) -> 
         let span = match &piece.replaced {
             Some(replaced) => replaced.clone(),
             None => {
-                let before =
-                    placed.iter().rev().find(|(r, _)| pieces[..index].iter().any(|p| p.replaced.as_ref() == Some(r)));
-                let after = placed.iter().find(|(r, _)| pieces[index..].iter().any(|p| p.replaced.as_ref() == Some(r)));
-                let start = before.map_or(0, |(r, _)| r.end);
-                let end = after.map_or(original_len, |(r, _)| r.start);
+                // The gap between the placed neighbours.
+                let start = pieces[..index].iter().rev().find_map(|p| p.replaced.as_ref()).map_or(0, |r| r.end);
+                let end = pieces[index..].iter().find_map(|p| p.replaced.as_ref()).map_or(original_len, |r| r.start);
                 start..end.max(start)
             }
         };
@@ -278,6 +273,7 @@ pub(super) fn rewrite(
         let mut model_text = None;
         if runs_model(region) {
             control.check_cancelled()?;
+            let candidate_text = joined(&candidate, region.output.clone());
             let written = rewrite_region(
                 engine,
                 &tokenizer,
@@ -286,14 +282,14 @@ pub(super) fn rewrite(
                 &update,
                 merged,
                 region,
-                &joined(&candidate, region.output.clone()),
+                &candidate_text,
                 &mut control,
                 stats,
                 (expected_tokens, &mut done_tokens, started),
             )?;
             stats.model_regions += 1;
             match written {
-                Written::Text(text) if text == joined(&candidate, region.output.clone()) => {
+                Written::Text(text) if text == candidate_text => {
                     source = RegionSource::ModelAgrees;
                     // Agreement confirms the merge only where the merge
                     // changed something: a model that merely copies the

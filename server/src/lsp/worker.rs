@@ -7,13 +7,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use graft_engine::apply::{apply, warm_file, ApplyControl, ApplyMode, ApplyOutcome, ApplyProgress, ApplyRequest};
 use graft_engine::backend::Device;
 use graft_engine::{Engine, EngineOptions};
 use graft_grammars::Language;
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
+
+use super::server::lock;
 
 /// What the engine thread tells an apply's progress reporter.
 #[derive(Debug, Clone, Copy)]
@@ -142,7 +144,7 @@ impl Worker {
     }
 
     pub fn state(&self) -> WorkerState {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        lock(&self.state).clone()
     }
 
     pub fn load(&self, path: PathBuf, device: Device) {
@@ -151,7 +153,7 @@ impl Worker {
     }
 
     pub fn apply(&self, job: ApplyJob) {
-        for flag in lock_list(&self.warmups).drain(..) {
+        for flag in lock(&self.warmups).drain(..) {
             flag.store(true, Ordering::Relaxed);
         }
         let _ = self.jobs.send(Job::Apply(job));
@@ -159,20 +161,12 @@ impl Worker {
 
     /// Queues a warm-up behind whatever the engine is doing.
     pub fn warm(&self, job: WarmJob) {
-        let mut warmups = lock_list(&self.warmups);
+        let mut warmups = lock(&self.warmups);
         warmups.retain(|flag| !flag.load(Ordering::Relaxed));
         warmups.push(job.cancel.clone());
         drop(warmups);
         let _ = self.jobs.send(Job::Warm(job));
     }
-}
-
-fn lock_list(list: &Mutex<Vec<Arc<AtomicBool>>>) -> std::sync::MutexGuard<'_, Vec<Arc<AtomicBool>>> {
-    list.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn lock(state: &Mutex<WorkerState>) -> std::sync::MutexGuard<'_, WorkerState> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The engine the thread holds, with what it was loaded from.
