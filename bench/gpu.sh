@@ -2,39 +2,62 @@
 # The CUDA backend's checks and benchmarks in one device call (GPU.md: build
 # here, carry the binary; the default model arrives in parts first).
 #
-#   bench/gpu.sh BIN MODEL.gguf CASES.jsonl
+#   bench/gpu.sh BIN MODEL.gguf DEV.jsonl [DEV-HARD.jsonl]
 #
-# 1. graft bench gpu: GPU vs CPU logits on the tiny fixture models and the
+# 1. bench/hf_bf16_error.py: transformers' own bf16-vs-f32 logit error on the
+#    default model's reference prompts (the scale `--peer-errors` uses).
+# 2. graft bench gpu: GPU vs CPU logits on the tiny fixture models and the
 #    default model's reference prompts (relative error bound printed),
 #    identical greedy tokens, speculative = greedy on the GPU; then step
 #    latency vs width for the default model and seeded Qwen2.5-Coder shapes
-#    next to the floors.
-# 2. graft bench spec --device cuda on the first 50 apply cases (asserts
+#    next to the floors; then the default model's steps again with
+#    programmatic dependent launch off (GRAFT_CUDA_PDL=0), for its share.
+# 3. graft bench spec --device cuda on the first 50 cases of DEV (asserts
 #    speculative output = greedy for every case), dumping prompts and output
 #    lengths.
-# 3. bench/hf_peer.py: transformers bf16 greedy and prompt lookup on the same
+# 4. bench/hf_peer.py: transformers bf16 greedy and prompt lookup on the same
 #    prompts and output lengths (needs the gguf wheel on PYTHONPATH).
+# 5. graft fixtures --device cuda in model and auto mode on DEV and
+#    DEV-HARD (the apply pipeline end to end with the model on the GPU).
 # Full logs go to $OUT (or ./gpu-out); a short table is printed last.
 set -uo pipefail
 BIN=${1:?graft binary}
 MODEL=${2:?model file}
 CASES=${3:?apply cases (JSONL)}
+HARD=${4:-}
 OUT=${OUT:-./gpu-out}
 mkdir -p "$OUT"
 export GRAFT_HOME=${GRAFT_HOME:-/tmp/graft-home}
 status=0
 
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv 2>&1 | tee "$OUT/nvidia-smi.txt"
-"$BIN" bench gpu --model "$MODEL" --fixtures fixtures 2>&1 | tee "$OUT/bench_gpu.log" || status=1
+timeout 300 python3 bench/hf_bf16_error.py --gguf "$MODEL" \
+    --reference fixtures/reference/smollm2-135m-instruct-q4_1/reference.json > "$OUT/hf_bf16_error.json" || status=1
+cat "$OUT/hf_bf16_error.json"
+"$BIN" bench gpu --model "$MODEL" --fixtures fixtures --peer-errors "$OUT/hf_bf16_error.json" 2>&1 \
+    | tee "$OUT/bench_gpu.log" || status=1
+GRAFT_CUDA_PDL=0 "$BIN" bench gpu --model "$MODEL" --checks none --shapes default 2>&1 \
+    | tee "$OUT/bench_gpu_no_pdl.log" || status=1
 "$BIN" bench spec --device cuda --model "$MODEL" --cases "$CASES" --n 50 --max-output 256 \
     --dump-cases "$OUT/cases.jsonl" 2>&1 | tee "$OUT/bench_spec.log" || status=1
 PYTHONUNBUFFERED=1 timeout 360 python3 bench/hf_peer.py --gguf "$MODEL" --cases "$OUT/cases.jsonl" --n 8 \
     2>&1 | tee "$OUT/hf_peer.log" || status=1
 
+for set in "$CASES" $HARD; do
+    name=$(basename "$set" .jsonl)
+    for engine in model auto; do
+        timeout 600 "$BIN" fixtures "$set" --engine "$engine" --device cuda --model "$MODEL" \
+            --json-lines "$OUT/fixtures_${name}_${engine}.jsonl" > "$OUT/fixtures_${name}_${engine}.log" 2>&1
+        echo "fixtures $name --engine $engine: exit $?"
+        tail -12 "$OUT/fixtures_${name}_${engine}.log"
+    done
+done
+
 echo
 echo "===== summary ====="
 grep -E "PASS|FAIL" "$OUT/bench_gpu.log" | sed 's/  */ /g'
-grep -E "^(shape|default|qwen)" "$OUT/bench_gpu.log" | grep -E "^shape| (1|8|32|128) " 
+grep -E "^(shape|default|qwen)" "$OUT/bench_gpu.log" | grep -E "^shape| (1|8|32|128) "
+echo "pdl off:"; grep -E "^default" "$OUT/bench_gpu_no_pdl.log" | grep -E " (1|8|32|128) " 
 tail -6 "$OUT/bench_spec.log"
 tail -9 "$OUT/hf_peer.log"
 exit $status

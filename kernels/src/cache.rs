@@ -17,16 +17,16 @@ pub struct ModuleSource {
     pub source: &'static str,
 }
 
-/// Every module, one per op family.
-pub const MODULES: [ModuleSource; 8] = [
-    ModuleSource { name: "embed", source: include_str!("cu/embed.cu") },
-    ModuleSource { name: "norm", source: include_str!("cu/norm.cu") },
-    ModuleSource { name: "rope", source: include_str!("cu/rope.cu") },
-    ModuleSource { name: "attention", source: include_str!("cu/attention.cu") },
-    ModuleSource { name: "act", source: include_str!("cu/act.cu") },
-    ModuleSource { name: "matmul", source: include_str!("cu/matmul.cu") },
-    ModuleSource { name: "sample", source: include_str!("cu/sample.cu") },
-    ModuleSource { name: "init", source: include_str!("cu/init.cu") },
+/// Every module, one per op family, each prefixed with `pdl.cuh` (the
+/// programmatic-dependent-launch helpers every kernel calls).
+pub const MODULES: [ModuleSource; 7] = [
+    ModuleSource { name: "embed", source: concat!(include_str!("cu/pdl.cuh"), include_str!("cu/embed.cu")) },
+    ModuleSource { name: "norm", source: concat!(include_str!("cu/pdl.cuh"), include_str!("cu/norm.cu")) },
+    ModuleSource { name: "rope", source: concat!(include_str!("cu/pdl.cuh"), include_str!("cu/rope.cu")) },
+    ModuleSource { name: "attention", source: concat!(include_str!("cu/pdl.cuh"), include_str!("cu/attention.cu")) },
+    ModuleSource { name: "matmul", source: concat!(include_str!("cu/pdl.cuh"), include_str!("cu/matmul.cu")) },
+    ModuleSource { name: "sample", source: concat!(include_str!("cu/pdl.cuh"), include_str!("cu/sample.cu")) },
+    ModuleSource { name: "init", source: concat!(include_str!("cu/pdl.cuh"), include_str!("cu/init.cu")) },
 ];
 
 /// Where NVRTC finds `cuda_bf16.h` on the machines graft runs on.

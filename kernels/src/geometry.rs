@@ -60,6 +60,39 @@ pub fn elementwise_blocks(total: usize, threads: usize, sms: usize) -> usize {
     total.div_ceil(threads).clamp(1, (sms * 8).max(1))
 }
 
+/// The order of the fused gate/up weight's rows for the SwiGLU epilogue of
+/// the skinny product: entry r is the source row (gate rows `0..inter`,
+/// then up rows `inter..2 inter`) of device row r. Each 16-row block holds
+/// gate units 8b..8b+7 then the same units' up rows, so one lane of the MMA
+/// holds a (gate, up) pair. `None` unless `inter` is a multiple of 8.
+pub fn swiglu_row_order(inter: usize) -> Option<Vec<usize>> {
+    if !inter.is_multiple_of(8) {
+        return None;
+    }
+    let blocks =
+        (0..inter / 8).flat_map(|b| (0..8).map(move |g| 8 * b + g).chain((0..8).map(move |g| inter + 8 * b + g)));
+    Some(blocks.collect())
+}
+
+/// The order of the fused QKV weight's rows (`heads` heads of `head_dim`
+/// rows each, q then k then v) for the RoPE epilogue of the skinny product:
+/// entry r is the source row of device row r. Each 16-row block holds dims
+/// 8c..8c+7 of one head, then dims 8c + d/2.., so one lane holds a RoPE pair
+/// (i, i + d/2). `None` unless `head_dim` is a multiple of 16.
+pub fn rope_row_order(heads: usize, head_dim: usize) -> Option<Vec<usize>> {
+    if head_dim == 0 || !head_dim.is_multiple_of(16) {
+        return None;
+    }
+    let half = head_dim / 2;
+    let rows = (0..heads).flat_map(|h| {
+        (0..head_dim / 16).flat_map(move |c| {
+            let base = h * head_dim + 8 * c;
+            (0..8).map(move |g| base + g).chain((0..8).map(move |g| base + half + g))
+        })
+    });
+    Some(rows.collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +131,39 @@ mod tests {
         assert_eq!(elementwise_blocks(1, 256, 132), 1);
         assert_eq!(elementwise_blocks(1000, 256, 132), 4);
         assert_eq!(elementwise_blocks(1 << 30, 256, 132), 1056);
+    }
+
+    fn is_permutation(order: &[usize]) -> bool {
+        let mut seen = vec![false; order.len()];
+        order.iter().all(|&r| r < seen.len() && !std::mem::replace(&mut seen[r], true))
+    }
+
+    #[test]
+    fn swiglu_blocks_pair_each_gate_row_with_its_up_row() {
+        assert_eq!(swiglu_row_order(12), None);
+        let inter = 24;
+        let order = swiglu_row_order(inter).expect("multiple of 8");
+        assert!(is_permutation(&order));
+        for (row, &source) in order.iter().enumerate() {
+            // The kernel's reading: block b = row / 16, lane g = row % 8.
+            let unit = (row / 16) * 8 + row % 8;
+            let expected = if row % 16 < 8 { unit } else { inter + unit };
+            assert_eq!(source, expected, "device row {row}");
+        }
+    }
+
+    #[test]
+    fn rope_blocks_hold_rotation_pairs_of_one_head() {
+        assert_eq!(rope_row_order(2, 24), None);
+        let (heads, d) = (3, 32);
+        let order = rope_row_order(heads, d).expect("multiple of 16");
+        assert!(is_permutation(&order));
+        for (row, &source) in order.iter().enumerate() {
+            // The kernel's reading: head = block / (d/16), i = (block % (d/16)) * 8 + row % 8.
+            let block = row / 16;
+            let (head, i) = (block / (d / 16), (block % (d / 16)) * 8 + row % 8);
+            let dim = if row % 16 < 8 { i } else { i + d / 2 };
+            assert_eq!(source, head * d + dim, "device row {row}");
+        }
     }
 }

@@ -12,10 +12,15 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use cudarc::driver::sys::{CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode};
+use std::ffi::c_void;
+use std::ptr::null_mut;
+
+use cudarc::driver::sys::{
+    cuLaunchKernelEx, CUevent_flags, CUgraphInstantiate_flags, CUlaunchAttribute, CUlaunchAttributeID,
+    CUlaunchAttributeValue, CUlaunchConfig, CUstreamCaptureMode,
+};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
-    ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, ValidAsZeroBits,
 };
 use half::bf16;
 
@@ -99,6 +104,13 @@ pub struct AttentionShape {
     pub head_dim: usize,
 }
 
+/// Pointers to kernel argument values, in order, for [`Gpu::launch`].
+macro_rules! kernel_args {
+    ($($value:expr),* $(,)?) => {
+        [$(($value) as *const _ as *mut c_void),*]
+    };
+}
+
 /// One GPU, its stream and its kernels.
 pub struct Gpu {
     ctx: Arc<CudaContext>,
@@ -106,17 +118,39 @@ pub struct Gpu {
     name: String,
     arch: &'static str,
     sms: usize,
+    /// Kernels are launched with programmatic stream serialization (each may
+    /// start while the one ahead finishes; pdl.cuh): on sm_90 and later,
+    /// unless `GRAFT_CUDA_PDL=0`.
+    pdl: bool,
     functions: HashMap<&'static str, CudaFunction>,
 }
 
 /// Kernels of each module.
-const KERNELS: [(&str, &[&str]); 8] = [
+const KERNELS: [(&str, &[&str]); 7] = [
     ("embed", &["embed_gather"]),
     ("norm", &["rms_norm"]),
     ("rope", &["qkv_rope_append"]),
-    ("attention", &["attention_partial", "attention_combine"]),
-    ("act", &["swiglu"]),
-    ("matmul", &["skinny_t1", "skinny_t2", "skinny_t4", "skinny_t8", "skinny_t16"]),
+    ("attention", &["attention"]),
+    (
+        "matmul",
+        &[
+            "skinny_t1",
+            "skinny_t2",
+            "skinny_t4",
+            "skinny_t8",
+            "skinny_t16",
+            "skinny_swiglu_t1",
+            "skinny_swiglu_t2",
+            "skinny_swiglu_t4",
+            "skinny_swiglu_t8",
+            "skinny_swiglu_t16",
+            "skinny_rope_t1",
+            "skinny_rope_t2",
+            "skinny_rope_t4",
+            "skinny_rope_t8",
+            "skinny_rope_t16",
+        ],
+    ),
     ("sample", &["argmax_rows"]),
     ("init", &["fill_uniform_bf16"]),
 ];
@@ -131,6 +165,53 @@ fn check_len<T>(kernel: &'static str, name: &str, ptr: &Ptr<'_, T>, expected: us
         return Err(shape_err(kernel, format!("`{name}` has {} values, expected {expected}", ptr.len)));
     }
     Ok(())
+}
+
+/// `Err` unless `cache` is a layer's (K, V) pair of whole 16-token blocks
+/// of `entry` values a token.
+fn check_cache(kernel: &'static str, cache: &(Ptr<'_, bf16>, Ptr<'_, bf16>), entry: usize) -> Result<()> {
+    if cache.0.len != cache.1.len || !cache.0.len.is_multiple_of(entry * crate::BLOCK_TOKENS) {
+        return Err(shape_err(kernel, format!("a cache of {} and {} values", cache.0.len, cache.1.len)));
+    }
+    Ok(())
+}
+
+/// A skinny product's shape: `rows` tokens (a width bucket) times a
+/// weight of `n` rows, run with `tiles` tensor-core tiles.
+struct Product {
+    rows: usize,
+    n: usize,
+    tiles: usize,
+}
+
+/// Checks x (rows, k), w (n, k) and the step buffer of a skinny product.
+fn product_shape(
+    kernel: &'static str,
+    x: &Ptr<'_, bf16>,
+    w: &Ptr<'_, bf16>,
+    step: &Ptr<'_, u32>,
+    k: usize,
+) -> Result<Product> {
+    if k == 0 || !k.is_multiple_of(8) || !w.len.is_multiple_of(k) || !x.len.is_multiple_of(k) {
+        return Err(shape_err(kernel, format!("k = {k} (a multiple of 8) with x of {} and w of {}", x.len, w.len)));
+    }
+    check_len(kernel, "step", step, STEP_WORDS)?;
+    let rows = x.len / k;
+    let bucket = bucket_for(rows)
+        .filter(|&b| b == rows)
+        .ok_or_else(|| shape_err(kernel, format!("{rows} rows is not a step width bucket {WIDTH_BUCKETS:?}")))?;
+    Ok(Product { rows, n: w.len / k, tiles: skinny_tiles(bucket) })
+}
+
+/// The variant of a skinny kernel compiled for `tiles` (1, 2, 4, 8, 16).
+fn tiled(names: [&'static str; 5], tiles: usize) -> &'static str {
+    match tiles {
+        1 => names[0],
+        2 => names[1],
+        4 => names[2],
+        8 => names[3],
+        _ => names[4],
+    }
 }
 
 fn int(kernel: &'static str, name: &str, value: usize) -> Result<i32> {
@@ -177,7 +258,8 @@ impl Gpu {
                 functions.insert(kernel, function);
             }
         }
-        Ok(Self { ctx, stream, name, arch, sms, functions })
+        let pdl = major >= 9 && std::env::var_os("GRAFT_CUDA_PDL").is_none_or(|v| v != "0");
+        Ok(Self { ctx, stream, name, arch, sms, pdl, functions })
     }
 
     /// The device's name, e.g. "NVIDIA H200".
@@ -298,12 +380,45 @@ impl Gpu {
         Ok(start.elapsed_ms(&end).map_err(KernelError::driver("cuEventElapsedTime"))?)
     }
 
-    fn launched(
-        &self,
-        kernel: &'static str,
-        result: std::result::Result<(), cudarc::driver::DriverError>,
-    ) -> Result<()> {
-        result.map_err(KernelError::driver(format!("cuLaunchKernel ({kernel})")))
+    /// Whether kernels are launched with programmatic dependent launch.
+    pub fn programmatic_launch(&self) -> bool {
+        self.pdl
+    }
+
+    /// Launches `kernel` on the stream with `args` (pointers to each
+    /// argument's value, in the kernel's order), allowing programmatic
+    /// dependent launch where enabled.
+    ///
+    /// # Safety
+    /// `args` must match the kernel's parameter list in number, order and
+    /// types, and every buffer the kernel touches under `config` must be
+    /// large enough (the callers check the lengths).
+    unsafe fn launch(&self, kernel: &'static str, config: LaunchConfig, args: &mut [*mut c_void]) -> Result<()> {
+        let err = KernelError::driver(format!("cuLaunchKernelEx ({kernel})"));
+        self.ctx.bind_to_thread().map_err(KernelError::driver("cuCtxSetCurrent"))?;
+        let mut attrs = [CUlaunchAttribute {
+            id: CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+            pad: [0; 4],
+            value: CUlaunchAttributeValue { programmaticStreamSerializationAllowed: 1 },
+        }];
+        let (grid, block) = (config.grid_dim, config.block_dim);
+        let launch = CUlaunchConfig {
+            gridDimX: grid.0,
+            gridDimY: grid.1,
+            gridDimZ: grid.2,
+            blockDimX: block.0,
+            blockDimY: block.1,
+            blockDimZ: block.2,
+            sharedMemBytes: config.shared_mem_bytes,
+            hStream: self.stream.cu_stream(),
+            attrs: attrs.as_mut_ptr(),
+            numAttrs: u32::from(self.pdl),
+        };
+        // SAFETY: the caller guarantees `args` matches the kernel; the
+        // function belongs to this context, bound above.
+        unsafe { cuLaunchKernelEx(&launch, self.function(kernel).cu_function(), args.as_mut_ptr(), null_mut()) }
+            .result()
+            .map_err(err)
     }
 
     /// `x[t] = table[tokens[t]]` as f32 for each of the `rows` rows (rows past
@@ -317,12 +432,10 @@ impl Gpu {
             return Err(shape_err(K, format!("table of {} values is not rows of {hidden}", table.len)));
         }
         let (h, vocab) = (int(K, "hidden", hidden)?, int(K, "vocab", table.len / hidden)?);
-        let f = self.function(K);
-        let mut b = self.stream.launch_builder(f);
-        b.arg(&table.raw).arg(&step.raw).arg(&tokens.raw).arg(&x.raw).arg(&h).arg(&vocab);
+        let mut args = kernel_args![&table.raw, &step.raw, &tokens.raw, &x.raw, &h, &vocab];
         // SAFETY: the argument list matches embed.cu's signature; every
         // buffer's length was checked against the grid above.
-        self.launched(K, unsafe { b.launch(grid(rows, 1, 1, ROW_THREADS)) }.map(drop))
+        unsafe { self.launch(K, grid(rows, 1, 1, ROW_THREADS), &mut args) }
     }
 
     /// `out = rms_norm(x) * weight` row by row, to bf16.
@@ -334,11 +447,9 @@ impl Gpu {
         }
         check_len(K, "out", &out, x.len)?;
         let h = int(K, "hidden", hidden)?;
-        let f = self.function(K);
-        let mut b = self.stream.launch_builder(f);
-        b.arg(&x.raw).arg(&weight.raw).arg(&out.raw).arg(&h).arg(&eps);
+        let mut args = kernel_args![&x.raw, &weight.raw, &out.raw, &h, &eps];
         // SAFETY: matches norm.cu's signature; lengths checked above.
-        self.launched(K, unsafe { b.launch(grid(x.len / hidden, 1, 1, ROW_THREADS)) }.map(drop))
+        unsafe { self.launch(K, grid(x.len / hidden, 1, 1, ROW_THREADS), &mut args) }
     }
 
     /// Bias, q/k norm and RoPE over the fused QKV rows; q to `q_out`, k and
@@ -377,23 +488,34 @@ impl Gpu {
             check_len(K, "q_norm", qn, d)?;
             check_len(K, "k_norm", kn, d)?;
         }
-        if cache.0.len != cache.1.len || !cache.0.len.is_multiple_of(hk * d * crate::BLOCK_TOKENS) {
-            return Err(shape_err(K, format!("a cache of {} values", cache.0.len)));
-        }
+        check_cache(K, &cache, hk * d)?;
         let (bias_raw, (qn_raw, kn_raw)) = (bias.map_or(0, |p| p.raw), qk_norm.map_or((0, 0), |(q, k)| (q.raw, k.raw)));
         let (hq_i, hk_i, d_i) = (int(K, "hq", hq)?, int(K, "hk", hk)?, int(K, "d", d)?);
-        let f = self.function(K);
-        let mut b = self.stream.launch_builder(f);
-        b.arg(&qkv.raw).arg(&bias_raw).arg(&qn_raw).arg(&kn_raw).arg(&inv_freq.raw).arg(&step.raw).arg(&table.raw);
-        b.arg(&q_out.raw).arg(&cache.0.raw).arg(&cache.1.raw).arg(&hq_i).arg(&hk_i).arg(&d_i).arg(&eps);
+        let mut args = kernel_args![
+            &qkv.raw,
+            &bias_raw,
+            &qn_raw,
+            &kn_raw,
+            &inv_freq.raw,
+            &step.raw,
+            &table.raw,
+            &q_out.raw,
+            &cache.0.raw,
+            &cache.1.raw,
+            &hq_i,
+            &hk_i,
+            &d_i,
+            &eps
+        ];
         // SAFETY: matches rope.cu's signature; lengths checked above. The
         // host guarantees every position of the step has a block in `table`
         // whose id is below the cache's block count (KvCache::reserve).
-        self.launched(K, unsafe { b.launch(grid(rows, hq + 2 * hk, 1, d / 2)) }.map(drop))
+        unsafe { self.launch(K, grid(rows, hq + 2 * hk, 1, d / 2), &mut args) }
     }
 
     /// Attention of the step's rows over the paged cache into `out` (bf16,
-    /// (rows, hq*d)); `partial` is scratch of (rows, hq, splits, d + 2).
+    /// (rows, hq*d)); `partial` is scratch of (rows, hq, splits, d + 2) and
+    /// `counters` (rows * hq) must be zero (the kernel leaves them zero).
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
@@ -402,10 +524,11 @@ impl Gpu {
         step: Ptr<u32>,
         table: Ptr<u32>,
         partial: Ptr<f32>,
+        counters: Ptr<u32>,
         out: Ptr<bf16>,
         shape: AttentionShape,
     ) -> Result<()> {
-        const K: &str = "attention_partial";
+        const K: &str = "attention";
         let AttentionShape { q_heads: hq, kv_heads: hk, head_dim: d } = shape;
         if d == 0 || !d.is_multiple_of(8) || d > MAX_HEAD_DIM || hk == 0 || hq % hk != 0 {
             return Err(shape_err(K, format!("{hq} q heads, {hk} kv heads of dim {d}")));
@@ -416,44 +539,28 @@ impl Gpu {
         let rows = q.len / (hq * d);
         check_len(K, "step", &step, STEP_WORDS)?;
         check_len(K, "partial", &partial, rows * hq * ATTENTION_SPLITS * (d + 2))?;
+        check_len(K, "counters", &counters, rows * hq)?;
         check_len(K, "out", &out, rows * hq * d)?;
-        if cache.0.len != cache.1.len || !cache.0.len.is_multiple_of(hk * d * crate::BLOCK_TOKENS) {
-            return Err(shape_err(K, format!("a cache of {} values", cache.0.len)));
-        }
+        check_cache(K, &cache, hk * d)?;
         let (hq_i, hk_i, d_i) = (int(K, "hq", hq)?, int(K, "hk", hk)?, int(K, "d", d)?);
         let scale = 1.0 / (d as f32).sqrt();
-        let f = self.function(K);
-        let mut b = self.stream.launch_builder(f);
-        b.arg(&q.raw).arg(&cache.0.raw).arg(&cache.1.raw).arg(&step.raw).arg(&table.raw).arg(&partial.raw);
-        b.arg(&hq_i).arg(&hk_i).arg(&d_i).arg(&scale);
+        let mut args = kernel_args![
+            &q.raw,
+            &cache.0.raw,
+            &cache.1.raw,
+            &step.raw,
+            &table.raw,
+            &partial.raw,
+            &counters.raw,
+            &out.raw,
+            &hq_i,
+            &hk_i,
+            &d_i,
+            &scale
+        ];
         // SAFETY: matches attention.cu's signature; lengths checked above;
         // the block table covers every visible position (KvCache::reserve).
-        self.launched(K, unsafe { b.launch(grid(hq, rows, ATTENTION_SPLITS, ATTENTION_THREADS)) }.map(drop))?;
-        const C: &str = "attention_combine";
-        let splits = ATTENTION_SPLITS as i32;
-        let f = self.function(C);
-        let mut b = self.stream.launch_builder(f);
-        b.arg(&partial.raw).arg(&step.raw).arg(&out.raw).arg(&hq_i).arg(&d_i).arg(&splits);
-        // SAFETY: as above.
-        self.launched(C, unsafe { b.launch(grid(hq, rows, 1, d)) }.map(drop))
-    }
-
-    /// `out = silu(gate) * up` over the fused (rows, 2*inter) product.
-    pub fn swiglu(&self, gate_up: Ptr<f32>, out: Ptr<bf16>, inter: usize) -> Result<()> {
-        const K: &str = "swiglu";
-        if inter == 0 || !out.len.is_multiple_of(inter) || gate_up.len != 2 * out.len {
-            return Err(shape_err(
-                K,
-                format!("gate_up of {} values, out of {} for inter {inter}", gate_up.len, out.len),
-            ));
-        }
-        let (rows, inter) = (int(K, "rows", out.len / inter)?, int(K, "inter", inter)?);
-        let blocks = elementwise_blocks(out.len, ROW_THREADS, self.sms);
-        let f = self.function(K);
-        let mut b = self.stream.launch_builder(f);
-        b.arg(&gate_up.raw).arg(&out.raw).arg(&rows).arg(&inter);
-        // SAFETY: matches act.cu's signature; lengths checked above.
-        self.launched(K, unsafe { b.launch(grid(blocks, 1, 1, ROW_THREADS)) }.map(drop))
+        unsafe { self.launch(K, grid(hq, rows, ATTENTION_SPLITS, ATTENTION_THREADS), &mut args) }
     }
 
     /// `y (+)= x @ w^T` for the step's rows: x (rows, k) bf16, w (n, k)
@@ -468,29 +575,93 @@ impl Gpu {
         accumulate: bool,
     ) -> Result<()> {
         const K: &str = "skinny";
-        if k == 0 || !k.is_multiple_of(8) || !w.len.is_multiple_of(k) || !x.len.is_multiple_of(k) {
-            return Err(shape_err(K, format!("k = {k} (a multiple of 8) with x of {} and w of {}", x.len, w.len)));
-        }
-        let (rows, n) = (x.len / k, w.len / k);
+        let Product { rows, n, tiles } = product_shape(K, &x, &w, &step, k)?;
         check_len(K, "y", &y, rows * n)?;
-        check_len(K, "step", &step, STEP_WORDS)?;
-        let bucket = bucket_for(rows)
-            .filter(|&b| b == rows)
-            .ok_or_else(|| shape_err(K, format!("{rows} rows is not a step width bucket {WIDTH_BUCKETS:?}")))?;
-        let name = match skinny_tiles(bucket) {
-            1 => "skinny_t1",
-            2 => "skinny_t2",
-            4 => "skinny_t4",
-            8 => "skinny_t8",
-            _ => "skinny_t16",
-        };
         let (n_i, k_i, acc) = (int(K, "n", n)?, int(K, "k", k)?, i32::from(accumulate));
-        let f = self.function(name);
-        let mut b = self.stream.launch_builder(f);
-        b.arg(&x.raw).arg(&w.raw).arg(&y.raw).arg(&step.raw).arg(&n_i).arg(&k_i).arg(&acc);
+        let kernel = tiled(["skinny_t1", "skinny_t2", "skinny_t4", "skinny_t8", "skinny_t16"], tiles);
+        let mut args = kernel_args![&x.raw, &w.raw, &y.raw, &step.raw, &n_i, &k_i, &acc];
         // SAFETY: matches matmul.cu's signature; x holds tiles * 8 rows
         // (the bucket), lengths checked above.
-        self.launched(K, unsafe { b.launch(grid(skinny_blocks(n), 1, 1, MATMUL_WARPS * 32)) }.map(drop))
+        unsafe { self.launch(kernel, grid(skinny_blocks(n), 1, 1, MATMUL_WARPS * 32), &mut args) }
+    }
+
+    /// `out = silu(gate) * up` of `x @ w^T` for the step's rows, where `w`
+    /// is the fused gate/up weight in [`crate::geometry::swiglu_row_order`]
+    /// (2 inter rows of k); out (rows, inter) bf16.
+    pub fn matmul_swiglu(&self, x: Ptr<bf16>, w: Ptr<bf16>, out: Ptr<bf16>, step: Ptr<u32>, k: usize) -> Result<()> {
+        const K: &str = "skinny_swiglu";
+        let Product { rows, n, tiles } = product_shape(K, &x, &w, &step, k)?;
+        if !n.is_multiple_of(16) {
+            return Err(shape_err(K, format!("{n} gate/up rows (a multiple of 16)")));
+        }
+        check_len(K, "out", &out, rows * n / 2)?;
+        let (n_i, k_i) = (int(K, "n", n)?, int(K, "k", k)?);
+        let names =
+            ["skinny_swiglu_t1", "skinny_swiglu_t2", "skinny_swiglu_t4", "skinny_swiglu_t8", "skinny_swiglu_t16"];
+        let kernel = tiled(names, tiles);
+        let mut args = kernel_args![&x.raw, &w.raw, &out.raw, &step.raw, &n_i, &k_i];
+        // SAFETY: matches matmul.cu's signature; lengths checked above.
+        unsafe { self.launch(kernel, grid(skinny_blocks(n), 1, 1, MATMUL_WARPS * 32), &mut args) }
+    }
+
+    /// The QKV product of the step's rows with bias and RoPE in its
+    /// epilogue: q to `q_out` (f32), k and v into one layer's paged cache.
+    /// `w` is the fused QKV weight in [`crate::geometry::rope_row_order`];
+    /// the bias, if any, is in the original row order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_qkv_rope(
+        &self,
+        x: Ptr<bf16>,
+        w: Ptr<bf16>,
+        step: Ptr<u32>,
+        table: Ptr<u32>,
+        k: usize,
+        bias: Option<Ptr<f32>>,
+        inv_freq: Ptr<f32>,
+        q_out: Ptr<f32>,
+        cache: (Ptr<bf16>, Ptr<bf16>),
+        shape: AttentionShape,
+    ) -> Result<()> {
+        const K: &str = "skinny_rope";
+        let AttentionShape { q_heads: hq, kv_heads: hk, head_dim: d } = shape;
+        if d == 0 || !d.is_multiple_of(16) || d > MAX_HEAD_DIM || hk == 0 || hq % hk != 0 {
+            return Err(shape_err(K, format!("{hq} q heads, {hk} kv heads of dim {d} (a multiple of 16)")));
+        }
+        let Product { rows, n, tiles } = product_shape(K, &x, &w, &step, k)?;
+        if n != (hq + 2 * hk) * d {
+            return Err(shape_err(K, format!("{n} weight rows for {hq} + 2 x {hk} heads of {d}")));
+        }
+        check_len(K, "inv_freq", &inv_freq, d / 2)?;
+        check_len(K, "q_out", &q_out, rows * hq * d)?;
+        if let Some(bias) = &bias {
+            check_len(K, "bias", bias, n)?;
+        }
+        check_cache(K, &cache, hk * d)?;
+        let bias_raw = bias.map_or(0, |p| p.raw);
+        let (n_i, k_i) = (int(K, "n", n)?, int(K, "k", k)?);
+        let (hq_i, hk_i, d_i) = (int(K, "hq", hq)?, int(K, "hk", hk)?, int(K, "d", d)?);
+        let names = ["skinny_rope_t1", "skinny_rope_t2", "skinny_rope_t4", "skinny_rope_t8", "skinny_rope_t16"];
+        let kernel = tiled(names, tiles);
+        let mut args = kernel_args![
+            &x.raw,
+            &w.raw,
+            &step.raw,
+            &n_i,
+            &k_i,
+            &bias_raw,
+            &inv_freq.raw,
+            &table.raw,
+            &q_out.raw,
+            &cache.0.raw,
+            &cache.1.raw,
+            &hq_i,
+            &hk_i,
+            &d_i
+        ];
+        // SAFETY: matches matmul.cu's signature; lengths checked above. The
+        // host guarantees every position of the step has a block in `table`
+        // whose id is below the cache's block count (KvCache::reserve).
+        unsafe { self.launch(kernel, grid(skinny_blocks(n), 1, 1, MATMUL_WARPS * 32), &mut args) }
     }
 
     /// The argmax of each of the step's logit rows into `out`.
@@ -502,11 +673,9 @@ impl Gpu {
         }
         check_len(K, "step", &step, STEP_WORDS)?;
         let vocab = int(K, "vocab", logits.len / rows)?;
-        let f = self.function(K);
-        let mut b = self.stream.launch_builder(f);
-        b.arg(&logits.raw).arg(&step.raw).arg(&out.raw).arg(&vocab);
+        let mut args = kernel_args![&logits.raw, &step.raw, &out.raw, &vocab];
         // SAFETY: matches sample.cu's signature; lengths checked above.
-        self.launched(K, unsafe { b.launch(grid(rows, 1, 1, ARGMAX_THREADS)) }.map(drop))
+        unsafe { self.launch(K, grid(rows, 1, 1, ARGMAX_THREADS), &mut args) }
     }
 
     /// Fills `out` with uniform values in [-scale, scale) from `seed`.
@@ -514,10 +683,8 @@ impl Gpu {
         const K: &str = "fill_uniform_bf16";
         let n = out.len as u64;
         let blocks = elementwise_blocks(out.len, ROW_THREADS, self.sms);
-        let f = self.function(K);
-        let mut b = self.stream.launch_builder(f);
-        b.arg(&out.raw).arg(&n).arg(&seed).arg(&scale);
+        let mut args = kernel_args![&out.raw, &n, &seed, &scale];
         // SAFETY: matches init.cu's signature; writes `n` values of `out`.
-        self.launched(K, unsafe { b.launch(grid(blocks, 1, 1, ROW_THREADS)) }.map(drop))
+        unsafe { self.launch(K, grid(blocks, 1, 1, ROW_THREADS), &mut args) }
     }
 }

@@ -1,9 +1,10 @@
 //! graft-kernels: graft's CUDA kernels. Knows nothing about models.
 //!
 //! - `src/cu/*.cu`: the CUDA C sources, one module per op family (embedding
-//!   gather, RMSNorm, QKV post-processing with RoPE and KV append, paged
-//!   attention, SwiGLU, skinny tensor-core products, argmax, seeded fill),
-//!   embedded with `include_str!`.
+//!   gather, RMSNorm, QKV post-processing with q/k norms, RoPE and KV append,
+//!   paged attention with its split merge, skinny tensor-core products with
+//!   fused epilogues (residual add, SwiGLU, bias + RoPE + KV append), argmax,
+//!   seeded fill), embedded with `include_str!`.
 //! - [`cache`]: run-time compilation by NVRTC for the device's architecture
 //!   (sm_90a on Hopper), PTX cached on disk keyed by (source hash, arch,
 //!   options).

@@ -3,8 +3,13 @@
 //!
 //! - Weights are bf16 on the device (GGUF blocks dequantized to f32 at load,
 //!   then rounded to bf16); q/k/v and gate/up are fused into one matrix
-//!   each. Activations between products are bf16, the residual stream, q
-//!   and the products' accumulators f32.
+//!   each, their rows reordered so the product's epilogue finds each RoPE
+//!   pair and each (gate, up) pair in one lane (graft_kernels::geometry):
+//!   the QKV product adds the bias, rotates and appends K/V to the cache,
+//!   the gate/up product applies SwiGLU, the attention kernel merges its
+//!   own splits. A layer is 7 kernels (8 with qwen3's q/k norms).
+//!   Activations between products are bf16, the residual stream, q and the
+//!   products' accumulators f32.
 //! - K and V live in a device pool of the engine's 16-token blocks, per
 //!   layer (blocks, 16, kv_heads, head_dim) bf16, addressed by the block ids
 //!   of the host's [`KvCache`] (which holds only metadata here), so forks,
@@ -18,13 +23,16 @@
 //!   step (tensor-core products and attention splits have a fixed order),
 //!   so verifying k drafts gives what k single steps give: speculation
 //!   stays lossless on the GPU.
-//! - Greedy steps return only the argmax ids, computed on the device.
+//! - Greedy steps return only the argmax ids, computed on the device; a
+//!   step none of whose rows needs logits (a prefill chunk) skips the head.
 //! - `GRAFT_CUDA_GRAPHS=0` launches every kernel directly instead of
 //!   replaying graphs (for profilers that count kernel launches).
 
 use std::sync::Mutex;
 
-use graft_kernels::geometry::{bucket_for, ATTENTION_SPLITS, MAX_STEP_ROWS, WIDTH_BUCKETS};
+use graft_kernels::geometry::{
+    bucket_for, rope_row_order, swiglu_row_order, ATTENTION_SPLITS, MAX_STEP_ROWS, WIDTH_BUCKETS,
+};
 use graft_kernels::{AttentionShape, Buf, Gpu, Graph, KernelError, STEP_WORDS};
 use half::bf16;
 
@@ -44,12 +52,12 @@ impl From<KernelError> for Error {
 /// query/kv heads, I = intermediate size.
 struct DeviceLayer {
     attn_norm: Buf<f32>,            // (H)
-    wqkv: Buf<bf16>,                // ((Hq+2Hk)*D, H)
+    wqkv: Buf<bf16>,                // ((Hq+2Hk)*D, H), rope_row_order when fused
     bqkv: Option<Buf<f32>>,         // ((Hq+2Hk)*D) qwen2
     qk_norm: Option<[Buf<f32>; 2]>, // (D), (D) qwen3
     wo: Buf<bf16>,                  // (H, Hq*D)
     mlp_norm: Buf<f32>,             // (H)
-    w_gate_up: Buf<bf16>,           // (2I, H): gate rows then up rows
+    w_gate_up: Buf<bf16>,           // (2I, H): swiglu_row_order
     w_down: Buf<bf16>,              // (H, I)
     keys: Buf<bf16>,                // (blocks, 16, Hk, D)
     values: Buf<bf16>,              // (blocks, 16, Hk, D)
@@ -59,23 +67,24 @@ struct DeviceLayer {
 struct Scratch {
     /// [rows, start, tokens (MAX_STEP_ROWS), block table (max_table)].
     meta: Buf<u32>,
-    x: Buf<f32>,       // (T, H) residual stream
-    normed: Buf<bf16>, // (T, H)
-    qkv: Buf<f32>,     // (T, (Hq+2Hk)*D)
-    q: Buf<f32>,       // (T, Hq*D)
-    partial: Buf<f32>, // (T, Hq, splits, D+2)
-    attn: Buf<bf16>,   // (T, Hq*D)
-    gate_up: Buf<f32>, // (T, 2I)
-    act: Buf<bf16>,    // (T, I)
-    logits: Buf<f32>,  // (T, V)
-    ids: Buf<u32>,     // (T)
+    x: Buf<f32>,        // (T, H) residual stream
+    normed: Buf<bf16>,  // (T, H)
+    qkv: Buf<f32>,      // (T, (Hq+2Hk)*D), the unfused QKV path only
+    q: Buf<f32>,        // (T, Hq*D)
+    partial: Buf<f32>,  // (T, Hq, splits, D+2)
+    counters: Buf<u32>, // (T, Hq): attention splits finished, zero between steps
+    attn: Buf<bf16>,    // (T, Hq*D)
+    act: Buf<bf16>,     // (T, I)
+    logits: Buf<f32>,   // (T, V)
+    ids: Buf<u32>,      // (T)
 }
 
 /// What a step leaves on the host's side.
 struct State {
     scratch: Scratch,
-    /// Captured step per width bucket (index into WIDTH_BUCKETS).
-    graphs: Vec<Option<Graph>>,
+    /// Captured steps per width bucket (index into WIDTH_BUCKETS): without
+    /// and with the head.
+    graphs: Vec<[Option<Graph>; 2]>,
     host_meta: Vec<u32>,
 }
 
@@ -89,6 +98,9 @@ pub struct DeviceModel {
     final_norm: Buf<f32>,    // (H)
     inv_freq: Buf<f32>,      // (D/2)
     layers: Vec<DeviceLayer>,
+    /// Bias, RoPE and the KV append run in the QKV product's epilogue (no
+    /// q/k norms, head_dim a multiple of 16); else in their own kernel.
+    rope_fused: bool,
     kv_blocks: usize,
     /// Longest block table a step can carry.
     max_table: usize,
@@ -102,13 +114,35 @@ fn rows<T>(buf: &Buf<T>, len: usize) -> graft_kernels::Ptr<'_, T> {
     buf.range(0, len).expect("scratch buffers hold MAX_STEP_ROWS rows")
 }
 
-/// Rows of the matrices stacked, dequantized and rounded to bf16.
-fn stacked(gpu: &Gpu, matrices: &[&Matrix]) -> Result<Buf<bf16>> {
+/// Rows of the matrices stacked, dequantized and rounded to bf16, in
+/// `order` (device row r is stacked row `order[r]`) when given.
+fn stacked(gpu: &Gpu, matrices: &[&Matrix], order: Option<&[usize]>) -> Result<Buf<bf16>> {
     let mut values = Vec::new();
     for m in matrices {
         values.extend(m.dequantize_rows(0..m.rows()).iter().map(|&v| bf16::from_f32(v)));
     }
-    Ok(gpu.upload(&values)?)
+    let Some(order) = order else { return Ok(gpu.upload(&values)?) };
+    let width = matrices.first().map_or(0, |m| m.cols());
+    if order.len() * width != values.len() {
+        return Err(Error::Device {
+            device: "cuda".into(),
+            reason: format!("a row order of {} rows for {} values of width {width}", order.len(), values.len()),
+        });
+    }
+    let reordered: Vec<bf16> = order.iter().flat_map(|&r| values[r * width..(r + 1) * width].iter().copied()).collect();
+    Ok(gpu.upload(&reordered)?)
+}
+
+/// The device row orders of the fused QKV weight (when RoPE is fused) and
+/// the fused gate/up weight.
+fn row_orders(config: &ModelConfig, rope_fused: bool) -> Result<(Option<Vec<usize>>, Vec<usize>)> {
+    let c = config;
+    let qkv = if rope_fused { rope_row_order(c.num_heads + 2 * c.num_kv_heads, c.head_dim) } else { None };
+    let gate_up = swiglu_row_order(c.intermediate_size).ok_or_else(|| Error::Device {
+        device: "cuda".into(),
+        reason: format!("intermediate_size = {} is not a multiple of 8", c.intermediate_size),
+    })?;
+    Ok((qkv, gate_up))
 }
 
 /// KV blocks that fit in `budget_bytes` of bf16 K and V.
@@ -143,6 +177,7 @@ impl DeviceModel {
         config: ModelConfig,
         kv_blocks: usize,
         layers: Vec<DeviceLayer>,
+        rope_fused: bool,
         globals: Globals,
     ) -> Result<Self> {
         let c = &config;
@@ -157,14 +192,17 @@ impl DeviceModel {
             qkv: gpu.zeros(t * (hq + 2 * hk) * d)?,
             q: gpu.zeros(t * hq * d)?,
             partial: gpu.zeros(t * hq * ATTENTION_SPLITS * (d + 2))?,
+            counters: gpu.zeros(t * hq)?,
             attn: gpu.zeros(t * hq * d)?,
-            gate_up: gpu.zeros(t * 2 * i)?,
             act: gpu.zeros(t * i)?,
             logits: gpu.zeros(t * c.vocab_size)?,
             ids: gpu.zeros(t)?,
         };
-        let state =
-            State { scratch, graphs: WIDTH_BUCKETS.iter().map(|_| None).collect(), host_meta: vec![0; meta_len] };
+        let state = State {
+            scratch,
+            graphs: WIDTH_BUCKETS.iter().map(|_| [None, None]).collect(),
+            host_meta: vec![0; meta_len],
+        };
         let Globals { embed, head, final_norm } = globals;
         let inv_freq = gpu.upload(&c.rope_inv_freq())?;
         let use_graphs = std::env::var_os("GRAFT_CUDA_GRAPHS").is_none_or(|v| v != "0");
@@ -176,6 +214,7 @@ impl DeviceModel {
             final_norm,
             inv_freq,
             layers,
+            rope_fused,
             kv_blocks,
             max_table,
             use_graphs,
@@ -188,6 +227,9 @@ impl DeviceModel {
         Self::check_shapes(&config)?;
         let c = &config;
         let kv_len = kv_blocks * BLOCK_TOKENS * c.num_kv_heads * c.head_dim;
+        let has_qk_norm = weights.layers.iter().any(|l| l.q_norm.is_some() || l.k_norm.is_some());
+        let rope_fused = !has_qk_norm && c.head_dim.is_multiple_of(16);
+        let (qkv_order, gate_up_order) = row_orders(c, rope_fused)?;
         let mut layers = Vec::with_capacity(weights.layers.len());
         for l in &weights.layers {
             let bqkv = match (&l.bq, &l.bk, &l.bv) {
@@ -200,31 +242,33 @@ impl DeviceModel {
             };
             layers.push(DeviceLayer {
                 attn_norm: gpu.upload(&l.attn_norm)?,
-                wqkv: stacked(&gpu, &[&l.wq, &l.wk, &l.wv])?,
+                wqkv: stacked(&gpu, &[&l.wq, &l.wk, &l.wv], qkv_order.as_deref())?,
                 bqkv,
                 qk_norm,
-                wo: stacked(&gpu, &[&l.wo])?,
+                wo: stacked(&gpu, &[&l.wo], None)?,
                 mlp_norm: gpu.upload(&l.mlp_norm)?,
-                w_gate_up: stacked(&gpu, &[&l.w_gate, &l.w_up])?,
-                w_down: stacked(&gpu, &[&l.w_down])?,
+                w_gate_up: stacked(&gpu, &[&l.w_gate, &l.w_up], Some(&gate_up_order))?,
+                w_down: stacked(&gpu, &[&l.w_down], None)?,
                 keys: gpu.zeros(kv_len)?,
                 values: gpu.zeros(kv_len)?,
             });
         }
         let globals = Globals {
-            embed: stacked(&gpu, &[&weights.embed])?,
-            head: weights.lm_head.as_ref().map(|m| stacked(&gpu, &[m])).transpose()?,
+            embed: stacked(&gpu, &[&weights.embed], None)?,
+            head: weights.lm_head.as_ref().map(|m| stacked(&gpu, &[m], None)).transpose()?,
             final_norm: gpu.upload(&weights.final_norm)?,
         };
-        Self::allocate(gpu, config, kv_blocks, layers, globals)
+        Self::allocate(gpu, config, kv_blocks, layers, rope_fused, globals)
     }
 
     /// A model of `config`'s shape with weights drawn on the device from
     /// `seed` (uniform, scaled by 1/sqrt(fan-in)), norms of ones and no
     /// biases: for speed measurements of shapes whose checkpoints are not
-    /// at hand. Its outputs mean nothing.
+    /// at hand. Its outputs mean nothing; its steps run the same kernels as a
+    /// real model of that shape.
     pub fn random(gpu: Gpu, config: ModelConfig, seed: u64, kv_blocks: usize) -> Result<Self> {
         Self::check_shapes(&config)?;
+        let rope_fused = config.head_dim.is_multiple_of(16);
         let c = &config;
         let (h, d, hq, hk, i) = (c.hidden_size, c.head_dim, c.num_heads, c.num_kv_heads, c.intermediate_size);
         let mut next_seed = seed;
@@ -253,7 +297,7 @@ impl DeviceModel {
         let embed = random(c.vocab_size * h, 1)?;
         let head = if c.tie_word_embeddings { None } else { Some(random(c.vocab_size * h, h)?) };
         let globals = Globals { embed, head, final_norm: gpu.upload(&vec![1.0f32; h])? };
-        Self::allocate(gpu, config, kv_blocks, layers, globals)
+        Self::allocate(gpu, config, kv_blocks, layers, rope_fused, globals)
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -282,6 +326,13 @@ impl DeviceModel {
         (self.weight_bytes_per_step() / 2) as f64 * 2.0 * rows as f64
     }
 
+    /// Kernels one step launches, with or without the head (final norm,
+    /// head product, argmax).
+    pub fn kernels_per_step(&self, logits: bool) -> usize {
+        let per_layer = if self.rope_fused { 7 } else { 8 };
+        1 + per_layer * self.layers.len() + if logits { 3 } else { 0 }
+    }
+
     /// A host-side [`KvCache`] (block metadata only) matching the device pool.
     pub fn kv_cache(&self) -> KvCache {
         let c = &self.config;
@@ -291,8 +342,9 @@ impl DeviceModel {
         )
     }
 
-    /// Launches one step at width `bucket` (reads the step from `meta`).
-    fn record_step(&self, s: &Scratch, bucket: usize) -> Result<(), KernelError> {
+    /// Launches one step at width `bucket` (reads the step from `meta`),
+    /// with the head when `logits`.
+    fn record_step(&self, s: &Scratch, bucket: usize, logits: bool) -> Result<(), KernelError> {
         let gpu = &self.gpu;
         let c = &self.config;
         let (h, d, hq, hk, i) = (c.hidden_size, c.head_dim, c.num_heads, c.num_kv_heads, c.intermediate_size);
@@ -304,26 +356,32 @@ impl DeviceModel {
         let table = s.meta.range(STEP_WORDS + MAX_STEP_ROWS, self.max_table).expect("meta holds the table");
         let x = rows(&s.x, b * h);
         let normed = rows(&s.normed, b * h);
-        let qkv = rows(&s.qkv, b * (hq + 2 * hk) * d);
         let q = rows(&s.q, b * hq * d);
         let partial = rows(&s.partial, b * hq * ATTENTION_SPLITS * (d + 2));
+        let counters = rows(&s.counters, b * hq);
         let attn = rows(&s.attn, b * hq * d);
-        let gate_up = rows(&s.gate_up, b * 2 * i);
         let act = rows(&s.act, b * i);
         gpu.embed(self.embed.ptr(), step, tokens, x, h)?;
         for l in &self.layers {
             let cache = (l.keys.ptr(), l.values.ptr());
             gpu.rms_norm(x, l.attn_norm.ptr(), normed, eps)?;
-            gpu.matmul(normed, l.wqkv.ptr(), qkv, step, h, false)?;
             let bias = l.bqkv.as_ref().map(|b| b.ptr());
-            let qk_norm = l.qk_norm.as_ref().map(|[qn, kn]| (qn.ptr(), kn.ptr()));
-            gpu.qkv_rope_append(qkv, bias, qk_norm, self.inv_freq.ptr(), step, table, q, cache, shape, eps)?;
-            gpu.attention(q, cache, step, table, partial, attn, shape)?;
+            if self.rope_fused {
+                gpu.matmul_qkv_rope(normed, l.wqkv.ptr(), step, table, h, bias, self.inv_freq.ptr(), q, cache, shape)?;
+            } else {
+                let qkv = rows(&s.qkv, b * (hq + 2 * hk) * d);
+                gpu.matmul(normed, l.wqkv.ptr(), qkv, step, h, false)?;
+                let qk_norm = l.qk_norm.as_ref().map(|[qn, kn]| (qn.ptr(), kn.ptr()));
+                gpu.qkv_rope_append(qkv, bias, qk_norm, self.inv_freq.ptr(), step, table, q, cache, shape, eps)?;
+            }
+            gpu.attention(q, cache, step, table, partial, counters, attn, shape)?;
             gpu.matmul(attn, l.wo.ptr(), x, step, hq * d, true)?;
             gpu.rms_norm(x, l.mlp_norm.ptr(), normed, eps)?;
-            gpu.matmul(normed, l.w_gate_up.ptr(), gate_up, step, h, false)?;
-            gpu.swiglu(gate_up, act, i)?;
+            gpu.matmul_swiglu(normed, l.w_gate_up.ptr(), act, step, h)?;
             gpu.matmul(act, l.w_down.ptr(), x, step, i, true)?;
+        }
+        if !logits {
+            return Ok(());
         }
         gpu.rms_norm(x, self.final_norm.ptr(), normed, eps)?;
         let head = self.head.as_ref().unwrap_or(&self.embed);
@@ -332,8 +390,9 @@ impl DeviceModel {
     }
 
     /// Runs `tokens` (at most [`MAX_STEP_ROWS`]) at positions `start..` of
-    /// a sequence whose block table is `blocks` (covering those positions).
-    fn run_step(&self, state: &mut State, tokens: &[u32], start: usize, blocks: &[u32]) -> Result<()> {
+    /// a sequence whose block table is `blocks` (covering those positions);
+    /// the logits and argmax ids are computed only when `logits`.
+    fn run_step(&self, state: &mut State, tokens: &[u32], start: usize, blocks: &[u32], logits: bool) -> Result<()> {
         let bucket = bucket_for(tokens.len()).ok_or_else(|| Error::InvalidRequest {
             reason: format!("a device step of {} tokens (1..={MAX_STEP_ROWS})", tokens.len()),
         })?;
@@ -351,14 +410,15 @@ impl DeviceModel {
         let used = table_at + blocks.len();
         self.gpu.write(&mut state.scratch.meta, 0, &state.host_meta[..used])?;
         if !self.use_graphs {
-            return Ok(self.record_step(&state.scratch, bucket)?);
+            return Ok(self.record_step(&state.scratch, bucket, logits)?);
         }
         let index = WIDTH_BUCKETS.iter().position(|&b| b == bucket).expect("bucket_for returns a bucket");
-        if state.graphs[index].is_none() {
+        let slot = &mut state.graphs[index][usize::from(logits)];
+        if slot.is_none() {
             let scratch = &state.scratch;
-            state.graphs[index] = Some(self.gpu.capture(|_| self.record_step(scratch, bucket))?);
+            *slot = Some(self.gpu.capture(|_| self.record_step(scratch, bucket, logits))?);
         }
-        let graph = state.graphs[index].as_ref().expect("captured above");
+        let graph = slot.as_ref().expect("captured above");
         Ok(graph.launch()?)
     }
 
@@ -377,12 +437,14 @@ impl DeviceModel {
 
     /// The shared body of `forward` and `forward_greedy`: appends `tokens`
     /// in steps of at most MAX_STEP_ROWS, calling `rows` after each step
-    /// with the step's offset and length to read results out.
+    /// that holds one of `logits_for` with the step's offset and length to
+    /// read results out (the other steps skip the head).
     fn forward_steps(
         &self,
         kv: &mut KvCache,
         seq: &mut SeqKv,
         tokens: &[u32],
+        logits_for: &[usize],
         mut rows: impl FnMut(&Self, &mut State, usize, usize) -> Result<()>,
     ) -> Result<()> {
         let tail = seq.blocks().last().copied().filter(|_| !seq.len().is_multiple_of(BLOCK_TOKENS));
@@ -402,8 +464,11 @@ impl DeviceModel {
             let offset = chunk_index * MAX_STEP_ROWS;
             let end = start + offset + chunk.len();
             let blocks = &seq.blocks()[..end.div_ceil(BLOCK_TOKENS)];
-            self.run_step(&mut state, chunk, start + offset, blocks)?;
-            rows(self, &mut state, offset, chunk.len())?;
+            let logits = logits_for.iter().any(|row| (offset..offset + chunk.len()).contains(row));
+            self.run_step(&mut state, chunk, start + offset, blocks, logits)?;
+            if logits {
+                rows(self, &mut state, offset, chunk.len())?;
+            }
         }
         kv.commit(seq, tokens.len());
         Ok(())
@@ -414,7 +479,7 @@ impl DeviceModel {
         check_forward(&self.config, seq, tokens, logits_for)?;
         let vocab = self.config.vocab_size;
         let mut values = vec![0.0f32; logits_for.len() * vocab];
-        self.forward_steps(kv, seq, tokens, |model, state, offset, len| {
+        self.forward_steps(kv, seq, tokens, logits_for, |model, state, offset, len| {
             for (out, &row) in logits_for.iter().enumerate() {
                 if (offset..offset + len).contains(&row) {
                     let logits = model.gpu.read(&state.scratch.logits, (row - offset) * vocab, vocab)?;
@@ -437,13 +502,11 @@ impl DeviceModel {
     ) -> Result<Vec<u32>> {
         check_forward(&self.config, seq, tokens, logits_for)?;
         let mut ids = vec![0u32; logits_for.len()];
-        self.forward_steps(kv, seq, tokens, |model, state, offset, len| {
-            if logits_for.iter().any(|row| (offset..offset + len).contains(row)) {
-                let step_ids = model.gpu.read(&state.scratch.ids, 0, len)?;
-                for (out, &row) in logits_for.iter().enumerate() {
-                    if (offset..offset + len).contains(&row) {
-                        ids[out] = step_ids[row - offset];
-                    }
+        self.forward_steps(kv, seq, tokens, logits_for, |model, state, offset, len| {
+            let step_ids = model.gpu.read(&state.scratch.ids, 0, len)?;
+            for (out, &row) in logits_for.iter().enumerate() {
+                if (offset..offset + len).contains(&row) {
+                    ids[out] = step_ids[row - offset];
                 }
             }
             Ok(())
@@ -462,12 +525,12 @@ impl DeviceModel {
             return Err(Error::InvalidRequest { reason: format!("positions up to {end} are not reserved") });
         }
         let blocks = &seq.blocks()[..end.div_ceil(BLOCK_TOKENS)];
-        self.run_step(&mut state, tokens, start, blocks)?;
+        self.run_step(&mut state, tokens, start, blocks, true)?;
         self.gpu.synchronize()?;
         let mut times = Vec::with_capacity(reps);
         for _ in 0..reps {
             let state = &mut *state;
-            times.push(self.gpu.time_ms(|_| self.run_step(state, tokens, start, blocks))?);
+            times.push(self.gpu.time_ms(|_| self.run_step(state, tokens, start, blocks, true))?);
         }
         Ok(times)
     }

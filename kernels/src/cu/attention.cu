@@ -1,9 +1,11 @@
 // Attention of a block of query rows over the paged bf16 KV cache, causal
 // inside the block (row t sees positions 0..=start+t), split along the KV
 // length: block (head, row, split) walks the chunks split, split + S, ...
-// with an online softmax and writes (max, sum, unnormalized output); the
-// combine kernel merges the S partials of a (row, head). S is fixed for all
-// widths, so a row's result does not depend on how many rows share its step.
+// with an online softmax and writes (max, sum, unnormalized output). The
+// last of a (row, head)'s S blocks to finish (counted on a per-(row, head)
+// counter, which it resets) merges the S partials in split order into the
+// bf16 output, so no second kernel is launched. S is fixed for all widths,
+// so a row's result does not depend on how many rows share its step.
 #include <cuda_bf16.h>
 
 #define BLOCK_TOKENS 16
@@ -13,25 +15,16 @@
 // -infinity without math.h (NVRTC has no standard headers).
 #define NEG_INF (-__int_as_float(0x7f800000))
 
-extern "C" __global__ void __launch_bounds__(THREADS)
-attention_partial(const float* __restrict__ q,                // (rows, hq*d), RoPE applied
-                  const __nv_bfloat16* __restrict__ k_cache,  // (blocks, 16, hk, d)
-                  const __nv_bfloat16* __restrict__ v_cache,  // (blocks, 16, hk, d)
-                  const unsigned* __restrict__ step,          // [n, start]
-                  const unsigned* __restrict__ table,         // block table
-                  float* __restrict__ partial,                // (rows, hq, S, d + 2)
-                  int hq, int hk, int d, float scale) {
+// One split's (max, sum, unnormalized output) of (head h, row t).
+__device__ void attend_split(const float* __restrict__ q, const __nv_bfloat16* __restrict__ k_cache,
+                             const __nv_bfloat16* __restrict__ v_cache, const unsigned* __restrict__ table,
+                             float* __restrict__ partial, int hq, int hk, int d, float scale, int h, int t,
+                             int split, int splits, int visible) {
     __shared__ float qs[MAX_HEAD_DIM];
     __shared__ float probs[CHUNK];
     __shared__ unsigned entries[CHUNK];
     __shared__ float sums[THREADS];  // (groups - 1, d): groups * d <= THREADS
-    const int h = blockIdx.x, t = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
     const int tid = threadIdx.x;
-    if ((unsigned)t >= step[0]) return;
-    const int visible = (int)step[1] + t + 1;
-    // A split with no chunk writes nothing: the combine reads only the
-    // splits that hold positions.
-    if (split * CHUNK >= visible) return;
     const int kv_head = h / (hq / hk);
     for (int e = tid; e < d; e += THREADS) qs[e] = q[(size_t)t * hq * d + h * d + e];
     // Output: thread owns element e = tid % d of position group tid / d
@@ -106,32 +99,52 @@ attention_partial(const float* __restrict__ q,                // (rows, hq*d), R
     }
 }
 
-// Merges the S partials of (head, row) into the bf16 attention output.
-// Grid (hq, rows), block d threads. Rows past the step's count get zeros.
-extern "C" __global__ void attention_combine(const float* __restrict__ partial,  // (rows, hq, S, d + 2)
-                                             const unsigned* __restrict__ step,  // [n, start]
-                                             __nv_bfloat16* __restrict__ out,    // (rows, hq*d)
-                                             int hq, int d, int splits) {
-    const int h = blockIdx.x, t = blockIdx.y, e = threadIdx.x;
-    __nv_bfloat16* dst = out + (size_t)t * hq * d + h * d;
-    if ((unsigned)t >= step[0]) {
-        dst[e] = __float2bfloat16(0.0f);
-        return;
-    }
-    const float* base = partial + ((size_t)t * hq + h) * splits * (d + 2);
-    const int visible = (int)step[1] + t + 1;
+// Merges the S partials of (head h, row t) in split order into `dst`.
+__device__ void combine_splits(const float* __restrict__ base, __nv_bfloat16* __restrict__ dst, int d, int splits,
+                               int visible) {
     const int active = min(splits, (visible + CHUNK - 1) / CHUNK);
     float m = NEG_INF;
-#pragma unroll 8
-    for (int s = 0; s < active; ++s) m = fmaxf(m, base[s * (d + 2)]);
-    float l = 0.0f, o = 0.0f;
-#pragma unroll 8
-    for (int s = 0; s < active; ++s) {
-        const float ms = base[s * (d + 2)];
-        if (ms == NEG_INF) continue;
-        const float w = expf(ms - m);
-        l += base[s * (d + 2) + 1] * w;
-        o += base[s * (d + 2) + 2 + e] * w;
+    for (int s = 0; s < active; ++s) m = fmaxf(m, __ldcg(base + s * (d + 2)));
+    for (int e = threadIdx.x; e < d; e += THREADS) {
+        float l = 0.0f, o = 0.0f;
+        for (int s = 0; s < active; ++s) {
+            const float ms = __ldcg(base + s * (d + 2));
+            if (ms == NEG_INF) continue;
+            const float w = expf(ms - m);
+            l += __ldcg(base + s * (d + 2) + 1) * w;
+            o += __ldcg(base + s * (d + 2) + 2 + e) * w;
+        }
+        dst[e] = __float2bfloat16(o / l);
     }
-    dst[e] = __float2bfloat16(o / l);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS)
+attention(const float* __restrict__ q,                // (rows, hq*d), RoPE applied
+          const __nv_bfloat16* __restrict__ k_cache,  // (blocks, 16, hk, d)
+          const __nv_bfloat16* __restrict__ v_cache,  // (blocks, 16, hk, d)
+          const unsigned* __restrict__ step,          // [n, start]
+          const unsigned* __restrict__ table,         // block table
+          float* __restrict__ partial,                // (rows, hq, S, d + 2)
+          unsigned* __restrict__ counters,            // (rows, hq), zero between launches
+          __nv_bfloat16* __restrict__ out,            // (rows, hq*d)
+          int hq, int hk, int d, float scale) {
+    __shared__ bool last;
+    wait_for_producers();
+    let_dependents_launch();
+    const int h = blockIdx.x, t = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
+    // Rows past the step's count are never read (the products mask them).
+    if ((unsigned)t >= step[0]) return;
+    const int visible = (int)step[1] + t + 1;
+    // A split with no chunk writes nothing (the merge reads only the splits
+    // that hold positions) but is still counted.
+    if (split * CHUNK < visible) attend_split(q, k_cache, v_cache, table, partial, hq, hk, d, scale, h, t, split, splits, visible);
+    __threadfence();
+    __syncthreads();
+    unsigned* counter = counters + (size_t)t * hq + h;
+    if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == (unsigned)splits - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    combine_splits(partial + ((size_t)t * hq + h) * splits * (d + 2), out + (size_t)t * hq * d + h * d, d, splits, visible);
+    if (threadIdx.x == 0) *counter = 0u;
 }

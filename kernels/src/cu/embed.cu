@@ -7,6 +7,8 @@ extern "C" __global__ void embed_gather(const __nv_bfloat16* __restrict__ table,
                                         const unsigned* __restrict__ tokens,      // (rows)
                                         float* __restrict__ x,                    // (rows, hidden)
                                         int hidden, int vocab) {
+    wait_for_producers();
+    let_dependents_launch();
     const int t = blockIdx.x;
     float* row = x + (size_t)t * hidden;
     unsigned token = tokens[t];

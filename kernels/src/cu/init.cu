@@ -11,6 +11,8 @@ __device__ unsigned long long splitmix64(unsigned long long z) {
 
 extern "C" __global__ void fill_uniform_bf16(__nv_bfloat16* __restrict__ out, unsigned long long n,
                                              unsigned long long seed, float scale) {
+    wait_for_producers();
+    let_dependents_launch();
     for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
          i += (unsigned long long)gridDim.x * blockDim.x) {
         const unsigned long long bits = splitmix64(seed ^ splitmix64(i));

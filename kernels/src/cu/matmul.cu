@@ -1,10 +1,21 @@
-// Skinny products y (+)= x @ w^T for 1..128 rows of x (bf16, (rows, K)) and
+// Skinny products x @ w^T for 1..128 rows of x (bf16, (rows, K)) and
 // w (bf16, (N, K)), f32 accumulation on the tensor cores (mma m16n8k16): the
 // weight is the M side (16 rows a block), the tokens the N side (8 a tile), so
 // each weight element is read once for all rows of the step. Every output
 // element is the same chain of MMAs over K whatever the number of tiles, so a
 // row's result does not depend on the width of its step (lossless
 // speculation needs that). Requires K % 8 == 0.
+//
+// Three epilogues share the loop, each fed by one lane with the sums of
+// weight rows g and g + 8 of its block for one token:
+// - skinny_t*: y (+)= the product, f32 (accumulate: the residual add).
+// - skinny_swiglu_t*: the gate/up weight is interleaved in 16-row blocks
+//   (block b: gate rows 8b..8b+7, then up rows 8b..8b+7), so a lane holds a
+//   (gate, up) pair and writes silu(gate) * up to bf16 directly.
+// - skinny_rope_t*: the fused QKV weight is permuted so block b of head h
+//   holds head dims (8c..8c+7) then (8c+d/2..8c+d/2+7), c = b mod d/16: a
+//   lane holds a RoPE pair (i, i + d/2), adds the bias, rotates q and k,
+//   writes q (f32) and appends k and v (bf16) to the paged KV cache.
 //
 // Lane (g = lane / 4, c = lane % 4) loads 8 consecutive K values (16 bytes)
 // of weight rows g and g + 8 and of token g of each tile at k0 + 8c, and
@@ -13,6 +24,9 @@
 #include <cuda_bf16.h>
 
 #define WARPS 8
+// K steps (of WARPS * 32 values) whose weights a block prefetches before it
+// waits for the kernel ahead.
+#define PREFETCH_STEPS 4
 
 __device__ __forceinline__ void mma_bf16(float* acc, unsigned a0, unsigned a1, unsigned a2, unsigned a3,
                                          unsigned b0, unsigned b1) {
@@ -34,19 +48,31 @@ __device__ __forceinline__ uint4 load16(const __nv_bfloat16* p, bool ok) {
 // are added in a fixed order through shared memory ((w + 4) into w, then
 // 1..3 into 0), so the result is deterministic and the same for any number
 // of tiles.
-template <int TILES>
+template <int TILES, typename Epilogue>
 __device__ void skinny(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
-                       float* __restrict__ y, const unsigned* __restrict__ step, int n, int k, int accumulate) {
+                       const unsigned* __restrict__ step, int n, int k, const Epilogue& epilogue) {
     constexpr int UNROLL = TILES <= 2 ? 4 : (TILES <= 8 ? 2 : 1);
     __shared__ float partial[WARPS / 2][TILES * 4][32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, c = lane & 3;
     const int row0 = blockIdx.x * 16;
     if (row0 >= n) return;
-    const int rows = (int)step[0];
     const bool lo_ok = row0 + g < n, hi_ok = row0 + g + 8 < n;
     const __nv_bfloat16* w_lo = w + (size_t)(row0 + g) * k;
     const __nv_bfloat16* w_hi = w + (size_t)(row0 + g + 8) * k;
+    // Prologue, while the kernel ahead may still run (pdl.cuh): the first
+    // PREFETCH_STEPS steps of this block's weight rows into L2.
+#pragma unroll
+    for (int s = 0; s < PREFETCH_STEPS; ++s) {
+        const int kk = warp * 32 + s * WARPS * 32 + 8 * c;
+        if (kk < k) {
+            if (lo_ok) prefetch_l2(w_lo + kk);
+            if (hi_ok) prefetch_l2(w_hi + kk);
+        }
+    }
+    wait_for_producers();
+    let_dependents_launch();
+    const int rows = (int)step[0];
     float acc[TILES][4];
 #pragma unroll
     for (int j = 0; j < TILES; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
@@ -100,26 +126,98 @@ __device__ void skinny(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16*
         for (int j = 0; j < TILES; ++j)
 #pragma unroll
             for (int r = 0; r < 4; ++r) acc[j][r] += partial[other][j * 4 + r][lane];
+    // acc[j][p] holds row g of token j * 8 + 2c + p, acc[j][p + 2] row g + 8.
 #pragma unroll
-    for (int j = 0; j < TILES; ++j) {
-        const int t0 = j * 8 + 2 * c;
+    for (int j = 0; j < TILES; ++j)
 #pragma unroll
-        for (int r = 0; r < 4; ++r) {
-            const int token = t0 + (r & 1);
-            const int row = row0 + g + (r >> 1) * 8;
-            if (token < rows && row < n) {
-                float* dst = y + (size_t)token * n + row;
-                *dst = accumulate ? *dst + acc[j][r] : acc[j][r];
-            }
+        for (int p = 0; p < 2; ++p) {
+            const int token = j * 8 + 2 * c + p;
+            if (token < rows) epilogue(token, row0 + g, acc[j][p], acc[j][p + 2]);
         }
-    }
 }
 
-#define SKINNY(TILES)                                                                                          \
-    extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                   \
-        skinny_t##TILES(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,             \
+// y (+)= the product, f32.
+struct StoreF32 {
+    float* y;
+    int n, accumulate;
+    __device__ void operator()(int token, int row, float lo, float hi) const {
+        float* dst = y + (size_t)token * n + row;
+        if (row < n) dst[0] = accumulate ? dst[0] + lo : lo;
+        if (row + 8 < n) dst[8] = accumulate ? dst[8] + hi : hi;
+    }
+};
+
+// silu(gate) * up of the interleaved gate/up rows, bf16 (rows, n / 2).
+struct SwiGlu {
+    __nv_bfloat16* out;
+    int inter;
+    __device__ void operator()(int token, int row, float gate, float up) const {
+        // Block b = row / 16 covers intermediate units 8b..8b+7; n % 16 == 0.
+        const int unit = (row >> 4) * 8 + (row & 7);
+        out[(size_t)token * inter + unit] = __float2bfloat16(gate / (1.0f + expf(-gate)) * up);
+    }
+};
+
+#define BLOCK_TOKENS 16
+
+// Bias, RoPE and the KV append of the permuted QKV rows (see the top).
+struct RopeAppend {
+    const float* bias;      // ((hq+2hk)*d), original row order, or null
+    const float* inv_freq;  // (d/2)
+    const unsigned* step;   // [n, start]
+    const unsigned* table;  // block table
+    float* q_out;           // (rows, hq*d)
+    __nv_bfloat16* k_cache;  // (blocks, 16, hk, d)
+    __nv_bfloat16* v_cache;  // (blocks, 16, hk, d)
+    int hq, hk, d;
+    __device__ void operator()(int token, int row, float a, float b) const {
+        const int half = d >> 1, per_head = d >> 4;
+        const int block = row >> 4, head = block / per_head;
+        const int i = (block % per_head) * 8 + (row & 7);
+        if (bias) {
+            a += bias[head * d + i];
+            b += bias[head * d + i + half];
+        }
+        const unsigned position = step[1] + (unsigned)token;
+        const size_t entry = ((size_t)table[position / BLOCK_TOKENS] * BLOCK_TOKENS + position % BLOCK_TOKENS) * hk;
+        if (head >= hq + hk) {
+            __nv_bfloat16* dst = v_cache + (entry + (head - hq - hk)) * d;
+            dst[i] = __float2bfloat16(a);
+            dst[i + half] = __float2bfloat16(b);
+            return;
+        }
+        const float angle = (float)position * inv_freq[i];
+        const float cs = cosf(angle), sn = sinf(angle);
+        const float ra = a * cs - b * sn, rb = b * cs + a * sn;
+        if (head < hq) {
+            float* dst = q_out + (size_t)token * hq * d + head * d;
+            dst[i] = ra;
+            dst[i + half] = rb;
+        } else {
+            __nv_bfloat16* dst = k_cache + (entry + (head - hq)) * d;
+            dst[i] = __float2bfloat16(ra);
+            dst[i + half] = __float2bfloat16(rb);
+        }
+    }
+};
+
+#define SKINNY(TILES)                                                                                           \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                    \
+        skinny_t##TILES(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,              \
                         float* __restrict__ y, const unsigned* __restrict__ step, int n, int k, int accumulate) { \
-        skinny<TILES>(x, w, y, step, n, k, accumulate);                                                        \
+        skinny<TILES>(x, w, step, n, k, StoreF32{y, n, accumulate});                                            \
+    }                                                                                                           \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                    \
+        skinny_swiglu_t##TILES(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,       \
+                               __nv_bfloat16* __restrict__ out, const unsigned* __restrict__ step, int n, int k) { \
+        skinny<TILES>(x, w, step, n, k, SwiGlu{out, n / 2});                                                    \
+    }                                                                                                           \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32) skinny_rope_t##TILES(                              \
+        const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, const unsigned* __restrict__ step, \
+        int n, int k, const float* __restrict__ bias, const float* __restrict__ inv_freq,                       \
+        const unsigned* __restrict__ table, float* __restrict__ q_out, __nv_bfloat16* __restrict__ k_cache,     \
+        __nv_bfloat16* __restrict__ v_cache, int hq, int hk, int d) {                                           \
+        skinny<TILES>(x, w, step, n, k, RopeAppend{bias, inv_freq, step, table, q_out, k_cache, v_cache, hq, hk, d}); \
     }
 
 SKINNY(1)

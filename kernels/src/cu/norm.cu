@@ -17,6 +17,8 @@ extern "C" __global__ void rms_norm(const float* __restrict__ x,    // (rows, hi
                                     __nv_bfloat16* __restrict__ out,  // (rows, hidden)
                                     int hidden, float eps) {
     __shared__ float scratch[32];
+    wait_for_producers();
+    let_dependents_launch();
     const float* row = x + (size_t)blockIdx.x * hidden;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < hidden; i += blockDim.x) ss += row[i] * row[i];

@@ -1,6 +1,8 @@
-// After the fused QKV product: bias (qwen2), per-head RMSNorm of q and k
-// (qwen3), RoPE on the pairs (i, i + d/2), then q to an f32 buffer and k, v
-// into the paged bf16 KV cache at the slots of the step's positions.
+// After the fused QKV product of models whose q and k heads are normalized
+// (qwen3; the others get bias, RoPE and the append in the product's
+// epilogue, matmul.cu): bias, per-head RMSNorm of q and k, RoPE on the
+// pairs (i, i + d/2), then q to an f32 buffer and k, v into the paged bf16
+// KV cache at the slots of the step's positions.
 // Grid (rows, hq + 2 hk), block d/2 threads: thread i owns the pair (i, i + d/2).
 #include <cuda_bf16.h>
 
@@ -18,6 +20,8 @@ extern "C" __global__ void qkv_rope_append(const float* __restrict__ qkv,       
                                            __nv_bfloat16* __restrict__ v_cache,  // (blocks, 16, hk, d)
                                            int hq, int hk, int d, float eps) {
     __shared__ float squares[128];
+    wait_for_producers();
+    let_dependents_launch();
     const int t = blockIdx.x, head = blockIdx.y, i = threadIdx.x, half = d >> 1;
     if ((unsigned)t >= step[0]) return;
     const float* src = qkv + (size_t)t * (hq + 2 * hk) * d + head * d;

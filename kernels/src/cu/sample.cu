@@ -6,6 +6,8 @@ extern "C" __global__ void argmax_rows(const float* __restrict__ logits,  // (ro
                                        int vocab) {
     __shared__ float best_value[1024];
     __shared__ int best_index[1024];
+    wait_for_producers();
+    let_dependents_launch();
     const int r = blockIdx.x;
     if ((unsigned)r >= step[0]) return;
     const float* row = logits + (size_t)r * vocab;
