@@ -29,6 +29,8 @@ struct Case {
 struct Tally {
     cases: usize,
     exact: usize,
+    /// Results the merge-mode apply flags (or fails), right or wrong.
+    flagged: usize,
     unflagged_wrong: Vec<String>,
     per_kind: BTreeMap<String, (usize, usize)>,
     slowest: (Duration, usize),
@@ -62,16 +64,18 @@ fn run(path: &Path) -> Tally {
             whole_file: false,
         };
         let flagged = apply(&request, None, ApplyControl::default()).map_or(true, |o| o.flagged());
+        tally.flagged += usize::from(flagged);
         if !ok && !flagged {
             tally.unflagged_wrong.push(case.id);
         }
     }
     println!(
-        "{}: {}/{} exact ({:.1}%), unflagged corruptions {}, slowest {:?} ({} lines)",
+        "{}: {}/{} exact ({:.1}%), flagged {}, unflagged corruptions {}, slowest {:?} ({} lines)",
         path.display(),
         tally.exact,
         tally.cases,
         100.0 * tally.exact as f64 / tally.cases.max(1) as f64,
+        tally.flagged,
         tally.unflagged_wrong.len(),
         tally.slowest.0,
         tally.slowest.1

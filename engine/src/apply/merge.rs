@@ -131,8 +131,7 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
                     matching,
                     old,
                     ids,
-                    original_lines.get(region.clone()).unwrap_or_default(),
-                    new_lines,
+                    &Texts { original: original_lines.get(region.clone()).unwrap_or_default(), piece: new_lines },
                     eol,
                 );
                 cursor = region.end;
@@ -199,8 +198,8 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
     MergeResult { text, report: MergeReport { language, matching, pieces: reports } }
 }
 
-/// Appends the piece (`new_lines`, ids `new`) in place of the original
-/// region (`old_lines`, ids `old`): lines the alignment pairs keep the
+/// Appends the piece (`lines.piece`, ids `new`) in place of the original
+/// region (`lines.original`, ids `old`): lines the alignment pairs keep the
 /// original's text and ending; the others are the snippet's, ended by `eol`.
 /// Under whitespace-insensitive matching the snippet's own lines are
 /// re-indented the way its paired lines show the original indents
@@ -211,10 +210,10 @@ fn splice<'a>(
     matching: Matching,
     old: &[u32],
     new: &[u32],
-    old_lines: &[Line<'a>],
-    new_lines: &[Line<'a>],
+    lines: &Texts<'_, 'a>,
     eol: &'a str,
 ) -> Spliced<'a> {
+    let (old_lines, new_lines) = (lines.original, lines.piece);
     let ops = capture_diff_slices(Algorithm::Myers, old, new);
     let mut reindent = Reindent::default();
     if matching == Matching::IgnoreWhitespace {
@@ -441,10 +440,10 @@ impl<'a> Reindent<'a> {
         if tabs(snippet) != tabs(original) || spaces(snippet) != spaces(original) {
             self.pairs.entry(snippet).or_insert(original);
         }
-        if tabs(snippet) && spaces(original) && original.len() % snippet.len() == 0 {
+        if tabs(snippet) && spaces(original) && original.len().is_multiple_of(snippet.len()) {
             self.tab_as_spaces.get_or_insert(original.len() / snippet.len());
         }
-        if spaces(snippet) && tabs(original) && !original.is_empty() && snippet.len() % original.len() == 0 {
+        if spaces(snippet) && tabs(original) && !original.is_empty() && snippet.len().is_multiple_of(original.len()) {
             self.spaces_as_tab.get_or_insert(snippet.len() / original.len());
         }
     }
@@ -483,8 +482,9 @@ impl<'a> Reindent<'a> {
         if let Some(width) = self.tab_as_spaces.filter(|_| !lead.is_empty() && lead.chars().all(|c| c == '\t')) {
             return Cow::Owned(format!("{}{body}", " ".repeat(lead.len() * width)));
         }
-        if let Some(width) =
-            self.spaces_as_tab.filter(|&w| !lead.is_empty() && lead.len() % w == 0 && lead.chars().all(|c| c == ' '))
+        if let Some(width) = self
+            .spaces_as_tab
+            .filter(|&w| !lead.is_empty() && lead.len().is_multiple_of(w) && lead.chars().all(|c| c == ' '))
         {
             return Cow::Owned(format!("{}{body}", "\t".repeat(lead.len() / width)));
         }
@@ -652,7 +652,7 @@ fn alignment(keys: &Keys, region: &[u32], piece: &[u32]) -> (i64, usize) {
     (weight, lines)
 }
 
-/// The texts behind the ids [`place`] works on.
+/// The texts behind the ids [`place`] and [`splice`] work on.
 struct Texts<'t, 'a> {
     original: &'t [Line<'a>],
     piece: &'t [Line<'a>],
@@ -669,6 +669,177 @@ fn resembles(old: &str, new: &str) -> bool {
 
 /// [`resembles`]' threshold on the share of characters in common.
 const RESEMBLANCE: f32 = 0.6;
+
+/// How many original lines from `at` the changed last lines of a piece
+/// (`tail`) replace: the original lines, in order, each equal to or
+/// resembling ([`resembles`]) a later tail line, or split into later tail
+/// lines ([`splits`]), up to the last informative one. Unless every tail
+/// line pairs with the original line at its place, the reading is a guess:
+/// [`Issue::TrailNotFound`].
+fn changed_tail(original: &[Line<'_>], tail: &[Line<'_>], at: usize, issues: &mut Vec<Issue>) -> usize {
+    let mut next = 0;
+    let mut paired = 0;
+    let mut informative = (0, 0);
+    for old in original.get(at..).unwrap_or_default() {
+        let rest = tail.get(next..).unwrap_or_default();
+        let found = rest
+            .iter()
+            .position(|new| (old.text.trim() == new.text.trim()) || resembles(old.text, new.text))
+            .map(|offset| offset + 1)
+            .or_else(|| {
+                // Or a block of tail lines it was split into.
+                (0..rest.len()).find_map(|j| {
+                    let block = rest.get(j..)?;
+                    (2..=block.len()).find(|&k| block.get(..k).is_some_and(|b| splits(old.text, b))).map(|k| j + k)
+                })
+            });
+        let Some(taken) = found else { break };
+        next += taken;
+        paired += 1;
+        if line_weight(old.text) > TRIVIAL_WEIGHT {
+            informative = (paired, next);
+        }
+    }
+    let (paired, consumed) = informative;
+    if paired != consumed || consumed < tail.len() {
+        issues.push(Issue::TrailNotFound);
+    }
+    paired
+}
+
+/// Places a piece whose first `shift` lines did not anchor it: the rest is
+/// placed, then as many of the first lines as equal or resemble the original
+/// lines above it replace them ([`Anchor::ResemblingLead`];
+/// [`Issue::LeadNotFound`] when some do not).
+fn resembling_lead(
+    original: &[u32],
+    keys: &Keys,
+    texts: &Texts<'_, '_>,
+    piece: &[u32],
+    from: usize,
+    ends_file: bool,
+    shift: usize,
+) -> Option<Placement> {
+    let n = piece.len();
+    let rest = piece.get(shift..).unwrap_or_default();
+    let rest_texts = Texts { original: texts.original, piece: texts.piece.get(shift..).unwrap_or_default() };
+    let inner = place(original, keys, &rest_texts, rest, from, false, ends_file)?;
+    if inner.anchor == Anchor::TrailingContext {
+        let (end, matched, _) = trailing_anchor(keys, piece, from, n)?;
+        return Some(Placement {
+            region: end - matched..end,
+            anchor: Anchor::TrailingContext,
+            issues: vec![Issue::LeadNotFound],
+        });
+    }
+    let mut paired = 0;
+    while paired < shift {
+        let line = inner.region.start.checked_sub(paired + 1).filter(|&l| l >= from);
+        let pairs = line.zip(texts.piece.get(shift - 1 - paired)).is_some_and(|(l, new)| {
+            texts.original.get(l).is_some_and(|old| old.text.trim() == new.text.trim() || resembles(old.text, new.text))
+        });
+        if !pairs {
+            break;
+        }
+        paired += 1;
+    }
+    let mut issues = inner.issues;
+    if paired < shift {
+        issues.push(Issue::LeadNotFound);
+    }
+    let start = inner.region.start - paired;
+    // Realign the whole piece over its region (the end may move).
+    let end = match choose_end(keys, piece, start) {
+        Some(choice) if choice.end >= inner.region.end => choice.end,
+        _ => inner.region.end,
+    };
+    Some(Placement { region: start..end, anchor: Anchor::ResemblingLead, issues })
+}
+
+/// Lead candidates of a piece scored at most, first ones first.
+const MAX_SCORED_LEADS: usize = 8;
+
+/// Original lines (`region`, texts from `old_texts`) that aligning `piece`
+/// (texts `new_texts`) over them deletes without replacing them by a line
+/// that resembles them.
+fn unshown_deletions(region: &[u32], piece: &[u32], old_texts: &[Line<'_>], new_texts: &[Line<'_>]) -> usize {
+    let mut deleted = 0;
+    for op in capture_diff_slices(Algorithm::Myers, region, piece) {
+        match op {
+            DiffOp::Delete { old_len, .. } => deleted += old_len,
+            DiffOp::Replace { old_index, old_len, new_index, new_len } => {
+                let new = new_texts.get(new_index..new_index + new_len).unwrap_or_default();
+                deleted += old_texts
+                    .get(old_index..old_index + old_len)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|old| !new.iter().any(|new| resembles(old.text, new.text)))
+                    .count();
+            }
+            DiffOp::Equal { .. } | DiffOp::Insert { .. } => {}
+        }
+    }
+    deleted
+}
+
+/// Places a piece of one line found nowhere in the original (from `from`):
+/// it replaces the original line it resembles ([`resembles`]), the most
+/// similar one when several do ([`Issue::NonUniqueLead`]). Unless the edit
+/// only adds to that line ([`keeps_all`]), that is a guess
+/// ([`Issue::LeadNotFound`]).
+fn lone_changed_line(texts: &Texts<'_, '_>, from: usize) -> Option<Placement> {
+    let new = texts.piece.first()?.text.trim();
+    let mut best: Option<(f32, usize)> = None;
+    let mut candidates = 0;
+    for (at, old) in texts.original.iter().enumerate().skip(from) {
+        let old = old.text.trim();
+        // Lines too different in length cannot share enough characters.
+        let (a, b) = (old.chars().count(), new.chars().count());
+        let (short, long) = (a.min(b) as f32, a.max(b) as f32);
+        if 2.0 * short < RESEMBLANCE * (short + long) || !resembles(old, new) {
+            continue;
+        }
+        candidates += 1;
+        let ratio = similar::TextDiff::from_chars(old, new).ratio();
+        if best.is_none_or(|(top, _)| ratio > top) {
+            best = Some((ratio, at));
+        }
+    }
+    let (_, at) = best?;
+    let issues = if candidates > 1 {
+        vec![Issue::NonUniqueLead { candidates }]
+    } else if !texts.original.get(at).is_some_and(|old| keeps_all(old.text.trim(), new)) {
+        // Without context, a line that drops or changes characters may as
+        // well be a new line like an existing one.
+        vec![Issue::LeadNotFound]
+    } else {
+        Vec::new()
+    };
+    Some(Placement { region: at..at + 1, anchor: Anchor::ResemblingLead, issues })
+}
+
+/// Whether `new` holds every character of `old`, in order: an edit that
+/// only adds.
+fn keeps_all(old: &str, new: &str) -> bool {
+    let mut rest = new.chars();
+    old.chars().all(|c| rest.any(|n| n == c))
+}
+
+/// Whether the lines `block` read as the line `old` split over several:
+/// the block's first line opens it, its last line closes it, and every
+/// word between them stands in the lines between (`<dd>{email}</dd>` into
+/// `<dd>`, `<a href={email}>{email}</a>`, `</dd>`).
+fn splits(old: &str, block: &[Line<'_>]) -> bool {
+    let (Some(open), Some(close)) = (block.first(), block.last()) else { return false };
+    let (old, open, close) = (old.trim(), open.text.trim(), close.text.trim());
+    if block.len() < 2 || open.is_empty() || close.is_empty() || open.len() + close.len() >= old.len() {
+        return false;
+    }
+    let Some(middle) = old.strip_prefix(open).and_then(|m| m.strip_suffix(close)) else { return false };
+    let inner: Vec<&str> = block.get(1..block.len() - 1).unwrap_or_default().iter().map(|l| l.text).collect();
+    let mut words = middle.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).peekable();
+    words.peek().is_some() && words.all(|word| inner.iter().any(|line| mentions(line, word)))
+}
 
 /// Where `piece` (ids) goes in `original`, searching from line `from`.
 fn place(
@@ -710,8 +881,52 @@ fn place(
         runs.iter().filter(|&&(i, m)| i != b && needed > 0 && informative(i, m) >= needed).count()
     });
 
-    let (mut start, lead, anchor) = match best.first() {
-        Some(&s) => {
+    if best.len() > 1 && best.first().is_some_and(|&b| informative(b, best_len) == 0) {
+        // A lead of blank or punctuation lines only, found at several
+        // places, says nothing: anchor at the first informative line found
+        // instead, the lines before it replacing those they equal or
+        // resemble.
+        let shift = (best_len.max(1)..n).find(|&k| {
+            piece.get(k).is_some_and(|&id| keys.weight(id) > TRIVIAL_WEIGHT && !keys.occurrences(id, from).is_empty())
+        });
+        // Taken only when every line before it pairs.
+        let placement = shift.and_then(|k| resembling_lead(original, keys, texts, piece, from, ends_file, k));
+        if let Some(placement) = placement.filter(|p| !p.issues.contains(&Issue::LeadNotFound)) {
+            return Some(placement);
+        }
+    }
+    // Among leads found at several places, the one whose whole piece
+    // aligns with the original after it deleting the fewest original lines
+    // it does not show ([`unshown_deletions`]), then scoring best (first on
+    // ties).
+    let mut chosen = best.first().map(|&b| (b, best_len));
+    if let Some(&b) = best.first().filter(|_| (best.len() > 1 || rivals > 0) && best_len < n) {
+        let needed = informative(b, best_len);
+        let mut top: Option<((usize, i64), usize, usize)> = None;
+        let candidates = runs.iter().filter(|&&(i, m)| m == best_len || (needed > 0 && informative(i, m) >= needed));
+        for &(i, m) in candidates.take(MAX_SCORED_LEADS) {
+            let Some(choice) = choose_end(keys, piece, i) else { continue };
+            let region = original.get(i..choice.end).unwrap_or_default();
+            let rank = (
+                unshown_deletions(region, piece, texts.original.get(i..).unwrap_or_default(), texts.piece),
+                -choice.score,
+            );
+            if top.is_none_or(|(best_rank, _, _)| rank < best_rank) {
+                top = Some((rank, i, m));
+            }
+        }
+        chosen = top.map(|(_, i, m)| (i, m)).or(chosen);
+    }
+    // A piece that ends the file, leads with blank or punctuation lines only
+    // and has no other informative line in the original goes at the end of
+    // the file where its lead runs to it.
+    let all_new = || piece.iter().all(|&id| keys.weight(id) <= TRIVIAL_WEIGHT || keys.occurrences(id, from).is_empty());
+    if ends_file && chosen.is_some_and(|(i, m)| informative(i, m) == 0 && i + m < len) && all_new() {
+        let at_end = runs.iter().filter(|&&(i, m)| m > 0 && i + m == len).max_by_key(|&&(i, m)| (m, usize::MAX - i));
+        chosen = at_end.copied().or(chosen);
+    }
+    let (mut start, lead, anchor) = match chosen {
+        Some((s, best_len)) => {
             let anchor = if best.len() == 1 && rivals == 0 {
                 Anchor::UniqueContext
             } else if best.len() == 1 {
@@ -725,40 +940,12 @@ fn place(
         }
         None if opens_file => (0, 0, Anchor::FileStart),
         None if n > 1 => {
-            // The first lines are new or changed: anchor the rest, then take
-            // as many of the first lines as replacements of the original
-            // lines above as resemble them.
+            // The first lines are new or changed: anchor the rest.
             let shift = (1..n).find(|&k| piece.get(k).is_some_and(|&id| !keys.occurrences(id, from).is_empty()))?;
-            let rest = piece.get(shift..).unwrap_or_default();
-            let rest_texts = Texts { original: texts.original, piece: texts.piece.get(shift..).unwrap_or_default() };
-            let inner = place(original, keys, &rest_texts, rest, from, false, ends_file)?;
-            if inner.anchor == Anchor::TrailingContext {
-                let (end, matched, _) = trailing_anchor(keys, piece, from, n)?;
-                issues.push(Issue::LeadNotFound);
-                return Some(Placement { region: end - matched..end, anchor: Anchor::TrailingContext, issues });
-            }
-            let mut paired = 0;
-            while paired < shift {
-                let line = inner.region.start.checked_sub(paired + 1).filter(|&l| l >= from);
-                let resembles = line
-                    .zip(texts.piece.get(shift - 1 - paired))
-                    .is_some_and(|(l, new)| texts.original.get(l).is_some_and(|old| resembles(old.text, new.text)));
-                if !resembles {
-                    break;
-                }
-                paired += 1;
-            }
-            let mut issues = inner.issues;
-            if paired < shift {
-                issues.push(Issue::LeadNotFound);
-            }
-            let start = inner.region.start - paired;
-            // Realign the whole piece over its region (the end may move).
-            let end = match choose_end(keys, piece, start) {
-                Some(choice) if choice.end >= inner.region.end => choice.end,
-                _ => inner.region.end,
-            };
-            return Some(Placement { region: start..end, anchor: Anchor::ResemblingLead, issues });
+            return resembling_lead(original, keys, texts, piece, from, ends_file, shift);
+        }
+        None if n == 1 && !ends_file && keys.occurrences(first, from).is_empty() => {
+            return lone_changed_line(texts, from);
         }
         None => {
             let (end, matched, _) = trailing_anchor(keys, piece, from, n)?;
@@ -774,40 +961,61 @@ fn place(
         }
     }
 
-    let lead_end = best.first().copied().unwrap_or(0) + lead;
+    let lead_start = chosen.map_or(0, |(s, _)| s);
+    let lead_end = lead_start + lead;
     let mut end = if lead >= n {
         lead_end
     } else {
         // The whole piece is aligned from where its lead starts: the end may
         // fall inside what the longest leading run took (the piece's last
-        // lines can repeat its first ones).
-        let lead_start = best.first().copied().unwrap_or(0);
-        match choose_end(keys, piece, lead_start) {
-            Some(choice) => {
+        // lines can repeat its first ones). Without the piece's last line in
+        // the original (and with a marker after the piece), the piece up to
+        // its last informative line that is; its changed tail follows.
+        let anchored = choose_end(keys, piece, lead_start).map(|choice| (n, choice)).or_else(|| {
+            (lead..n).rev().filter(|_| !ends_file).find_map(|q| {
+                let id = *piece.get(q)?;
+                if keys.weight(id) <= TRIVIAL_WEIGHT || keys.occurrences(id, lead_end).is_empty() {
+                    return None;
+                }
+                choose_end(keys, piece.get(..=q)?, lead_start).map(|choice| (q + 1, choice))
+            })
+        });
+        match anchored {
+            Some((matched, choice)) => {
                 if choice.runner_up.is_some_and(|other| other + AMBIGUOUS_END_MARGIN >= choice.score) {
                     issues.push(Issue::AmbiguousEnd);
                 }
                 if choice.deleted > LARGE_DELETION && choice.earlier {
                     issues.push(Issue::LargeDeletion { deleted: choice.deleted });
                 }
-                choice.end
+                if matched < n {
+                    let tail = texts.piece.get(matched..).unwrap_or_default();
+                    choice.end + changed_tail(texts.original, tail, choice.end, &mut issues)
+                } else {
+                    choice.end
+                }
             }
             None if ends_file => len,
             None => {
                 // The last lines are new or changed: they replace the
-                // original lines after the lead that resemble them.
-                let rest = texts.piece.get(lead..).unwrap_or_default();
-                let paired = rest
-                    .iter()
-                    .enumerate()
-                    .take_while(|(i, new)| {
-                        texts.original.get(lead_end + i).is_some_and(|old| resembles(old.text, new.text))
-                    })
-                    .count();
-                if paired < rest.len() {
-                    issues.push(Issue::TrailNotFound);
-                }
-                lead_end + paired
+                // original lines after the lead that resemble them. When
+                // none does, they are inserted before the blank lines that
+                // end the lead (the snippet's own blank lines go with them).
+                let tail = texts.piece.get(lead..).unwrap_or_default();
+                let paired = changed_tail(texts.original, tail, lead_end, &mut issues);
+                let blanks = if paired == 0 {
+                    texts
+                        .piece
+                        .get(..lead)
+                        .unwrap_or_default()
+                        .iter()
+                        .rev()
+                        .take_while(|l| l.text.trim().is_empty())
+                        .count()
+                } else {
+                    0
+                };
+                lead_end + paired - blanks.min(lead.saturating_sub(1))
             }
         }
     };
@@ -875,5 +1083,32 @@ mod tests {
         let r = apply(original, &format!("{M}\nfn zz() {{}}\n{M}\n"));
         assert_eq!(r.text, original);
         assert!(!r.report.is_clean());
+    }
+
+    #[test]
+    fn changed_line_before_a_marker_replaces_the_line_it_resembles() {
+        let original = "fn main() {\n    let total = compute(first, second);\n    report(total);\n}\n";
+        let r = apply(original, &format!("fn main() {{\n    let total = compute(first, second, third);\n{M}\n"));
+        assert_eq!(r.text, "fn main() {\n    let total = compute(first, second, third);\n    report(total);\n}\n");
+        assert!(r.report.is_clean(), "{:?}", r.report);
+    }
+
+    #[test]
+    fn lone_changed_line_between_markers_replaces_the_line_it_resembles() {
+        let original = "fn main() {\n    let limit = config.limit(10);\n    run(limit);\n}\n";
+        let r = apply(original, &format!("{M}\n    let limit = config.limit(10).max(1);\n{M}\n"));
+        assert_eq!(r.text, original.replace("(10)", "(10).max(1)"));
+        assert!(r.report.is_clean(), "{:?}", r.report);
+        // A line that changes characters may be a new line like it: flagged.
+        let r = apply(original, &format!("{M}\n    let limit = config.limit(20);\n{M}\n"));
+        assert_eq!(r.text, original.replace("(10)", "(20)"));
+        assert!(!r.report.is_clean());
+    }
+
+    #[test]
+    fn new_lines_before_a_marker_go_before_the_blank_lines_ending_the_context() {
+        let original = "fn a() {\n    one();\n}\n\nfn b() {\n}\n";
+        let r = apply(original, &format!("{M}\n    one();\n}}\n\npub const LIMIT: usize = 3;\n{M}\n"));
+        assert_eq!(r.text, "fn a() {\n    one();\n}\n\npub const LIMIT: usize = 3;\n\nfn b() {\n}\n");
     }
 }
