@@ -17,8 +17,9 @@
 #    lengths.
 # 4. bench/hf_peer.py: transformers bf16 greedy and prompt lookup on the same
 #    prompts and output lengths (needs the gguf wheel on PYTHONPATH).
-# 5. graft fixtures --device cuda in model and auto mode on DEV and
-#    DEV-HARD (the apply pipeline end to end with the model on the GPU).
+# 5. Given DEV-HARD: graft fixtures --device cuda in model and auto mode on
+#    DEV and DEV-HARD (the apply pipeline end to end with the model on the
+#    GPU; minutes).
 # Full logs go to $OUT (or ./gpu-out); a short table is printed last.
 set -uo pipefail
 BIN=${1:?graft binary}
@@ -43,7 +44,7 @@ GRAFT_CUDA_PDL=0 "$BIN" bench gpu --model "$MODEL" --checks none --shapes defaul
 PYTHONUNBUFFERED=1 timeout 360 python3 bench/hf_peer.py --gguf "$MODEL" --cases "$OUT/cases.jsonl" --n 8 \
     2>&1 | tee "$OUT/hf_peer.log" || status=1
 
-for set in "$CASES" $HARD; do
+for set in ${HARD:+"$CASES" "$HARD"}; do
     name=$(basename "$set" .jsonl)
     for engine in model auto; do
         timeout 600 "$BIN" fixtures "$set" --engine "$engine" --device cuda --model "$MODEL" \

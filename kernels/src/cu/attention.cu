@@ -24,6 +24,7 @@ __device__ void attend_split(const float* __restrict__ q, const __nv_bfloat16* _
     __shared__ float probs[CHUNK];
     __shared__ unsigned entries[CHUNK];
     __shared__ float sums[THREADS];  // (groups - 1, d): groups * d <= THREADS
+    __shared__ float chunk_maxes[CHUNK / 32], chunk_sums[CHUNK / 32];
     const int tid = threadIdx.x;
     const int kv_head = h / (hq / hk);
     for (int e = tid; e < d; e += THREADS) qs[e] = q[(size_t)t * hq * d + h * d + e];
@@ -35,9 +36,9 @@ __device__ void attend_split(const float* __restrict__ q, const __nv_bfloat16* _
     for (int c0 = split * CHUNK; c0 < visible; c0 += splits * CHUNK) {
         __syncthreads();
         // Scores: one thread a position (a whole dot product, 16-byte loads).
+        float score = NEG_INF;
         if (tid < CHUNK) {
             const int p = c0 + tid;
-            float score = NEG_INF;
             unsigned entry = 0u;
             if (p < visible) {
                 entry = table[p / BLOCK_TOKENS] * BLOCK_TOKENS + p % BLOCK_TOKENS;
@@ -55,19 +56,25 @@ __device__ void attend_split(const float* __restrict__ q, const __nv_bfloat16* _
                 }
                 score = dot * scale;
             }
-            probs[tid] = score;
             entries[tid] = entry;
         }
+        // The chunk's max and sum: shuffles inside each of its CHUNK / 32
+        // warps, then their results through shared memory.
+        float chunk_max = score;
+        for (int offset = 16; offset > 0; offset >>= 1)
+            chunk_max = fmaxf(chunk_max, __shfl_xor_sync(0xffffffffu, chunk_max, offset));
+        if (tid < CHUNK && (tid & 31) == 0) chunk_maxes[tid >> 5] = chunk_max;
         __syncthreads();
-        float chunk_max = NEG_INF;
-        for (int j = 0; j < CHUNK; ++j) chunk_max = fmaxf(chunk_max, probs[j]);
-        const float m_new = fmaxf(m, chunk_max);
+        float m_new = m;
+        for (int w = 0; w < CHUNK / 32; ++w) m_new = fmaxf(m_new, chunk_maxes[w]);
         const float correction = expf(m - m_new);
-        __syncthreads();
-        if (tid < CHUNK) probs[tid] = expf(probs[tid] - m_new);
+        float prob = tid < CHUNK ? expf(score - m_new) : 0.0f;
+        if (tid < CHUNK) probs[tid] = prob;
+        for (int offset = 16; offset > 0; offset >>= 1) prob += __shfl_xor_sync(0xffffffffu, prob, offset);
+        if (tid < CHUNK && (tid & 31) == 0) chunk_sums[tid >> 5] = prob;
         __syncthreads();
         float sum = 0.0f;
-        for (int j = 0; j < CHUNK; ++j) sum += probs[j];
+        for (int w = 0; w < CHUNK / 32; ++w) sum += chunk_sums[w];
         l = l * correction + sum;
         o *= correction;
         o_hi *= correction;

@@ -119,21 +119,31 @@ __device__ void skinny(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16*
             for (int r = 0; r < 4; ++r) partial[warp - 1][j * 4 + r][lane] = acc[j][r];
     }
     __syncthreads();
-    if (warp > 0) return;
+    // Warp 0 adds them up and leaves the totals in the free slot 3 ...
+    if (warp == 0) {
 #pragma unroll
-    for (int other = 0; other < WARPS / 2 - 1; ++other)
+        for (int other = 0; other < WARPS / 2 - 1; ++other)
+#pragma unroll
+            for (int j = 0; j < TILES; ++j)
+#pragma unroll
+                for (int r = 0; r < 4; ++r) acc[j][r] += partial[other][j * 4 + r][lane];
 #pragma unroll
         for (int j = 0; j < TILES; ++j)
 #pragma unroll
-            for (int r = 0; r < 4; ++r) acc[j][r] += partial[other][j * 4 + r][lane];
-    // acc[j][p] holds row g of token j * 8 + 2c + p, acc[j][p + 2] row g + 8.
-#pragma unroll
-    for (int j = 0; j < TILES; ++j)
-#pragma unroll
-        for (int p = 0; p < 2; ++p) {
-            const int token = j * 8 + 2 * c + p;
-            if (token < rows) epilogue(token, row0 + g, acc[j][p], acc[j][p + 2]);
-        }
+            for (int r = 0; r < 4; ++r) partial[WARPS / 2 - 1][j * 4 + r][lane] = acc[j][r];
+    }
+    __syncthreads();
+    // ... and every thread of the block runs the epilogue on a share of
+    // them, so its global reads and writes are spread over all warps. Pair
+    // (q, l): lane l's sums of rows g and g + 8 for token j * 8 + 2c + p,
+    // q = 2j + p.
+    const float(*totals)[32] = partial[WARPS / 2 - 1];
+    for (int pair = threadIdx.x; pair < TILES * 2 * 32; pair += WARPS * 32) {
+        const int l = pair & 31, q = pair >> 5;
+        const int j = q >> 1, p = q & 1;
+        const int token = j * 8 + 2 * (l & 3) + p;
+        if (token < rows) epilogue(token, row0 + (l >> 2), totals[j * 4 + p][l], totals[j * 4 + p + 2][l]);
+    }
 }
 
 // y (+)= the product, f32.
