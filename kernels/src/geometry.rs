@@ -43,6 +43,15 @@ pub fn bucket_for(rows: usize) -> Option<usize> {
     WIDTH_BUCKETS.iter().copied().find(|&b| b >= rows)
 }
 
+/// Widest step whose products normalize their f32 input rows themselves
+/// (the `_norm` kernels); wider steps launch rms_norm. Every block of such
+/// a product re-reads the step's f32 rows: past 16 rows, or rows wider than
+/// [`FUSED_NORM_MAX_HIDDEN`], that costs more than the launch it saves.
+pub const FUSED_NORM_MAX_ROWS: usize = 16;
+
+/// Widest hidden size whose products normalize their input themselves.
+pub const FUSED_NORM_MAX_HIDDEN: usize = 1024;
+
 /// Tensor-core tiles of the skinny product at a bucket width: one of the
 /// compiled variants 1, 2, 4, 8, 16.
 pub fn skinny_tiles(bucket: usize) -> usize {

@@ -125,32 +125,40 @@ pub struct Gpu {
     functions: HashMap<&'static str, CudaFunction>,
 }
 
+/// The skinny products' entry points (matmul.cu): family, input form
+/// (`_norm`: normalizes f32 rows itself, up to FUSED_NORM_MAX_ROWS rows),
+/// tile count.
+const SKINNY_KERNELS: [&str; 21] = [
+    "skinny_t1",
+    "skinny_t2",
+    "skinny_t4",
+    "skinny_t8",
+    "skinny_t16",
+    "skinny_swiglu_t1",
+    "skinny_swiglu_t2",
+    "skinny_swiglu_t4",
+    "skinny_swiglu_t8",
+    "skinny_swiglu_t16",
+    "skinny_rope_t1",
+    "skinny_rope_t2",
+    "skinny_rope_t4",
+    "skinny_rope_t8",
+    "skinny_rope_t16",
+    "skinny_norm_t1",
+    "skinny_norm_t2",
+    "skinny_swiglu_norm_t1",
+    "skinny_swiglu_norm_t2",
+    "skinny_rope_norm_t1",
+    "skinny_rope_norm_t2",
+];
+
 /// Kernels of each module.
 const KERNELS: [(&str, &[&str]); 7] = [
     ("embed", &["embed_gather"]),
     ("norm", &["rms_norm"]),
     ("rope", &["qkv_rope_append"]),
     ("attention", &["attention"]),
-    (
-        "matmul",
-        &[
-            "skinny_t1",
-            "skinny_t2",
-            "skinny_t4",
-            "skinny_t8",
-            "skinny_t16",
-            "skinny_swiglu_t1",
-            "skinny_swiglu_t2",
-            "skinny_swiglu_t4",
-            "skinny_swiglu_t8",
-            "skinny_swiglu_t16",
-            "skinny_rope_t1",
-            "skinny_rope_t2",
-            "skinny_rope_t4",
-            "skinny_rope_t8",
-            "skinny_rope_t16",
-        ],
-    ),
+    ("matmul", &SKINNY_KERNELS),
     ("sample", &["argmax_rows"]),
     ("init", &["fill_uniform_bf16"]),
 ];
@@ -176,42 +184,75 @@ fn check_cache(kernel: &'static str, cache: &(Ptr<'_, bf16>, Ptr<'_, bf16>), ent
     Ok(())
 }
 
+/// The x operand of a skinny product.
+#[derive(Clone, Copy)]
+pub enum ProductInput<'a> {
+    /// bf16 rows (rows, k).
+    Rows(Ptr<'a, bf16>),
+    /// f32 residual rows (rows, k), RMS-normalized with `weight` (k) as the
+    /// product loads them (the rms_norm kernel's arithmetic); steps of at
+    /// most [`FUSED_NORM_MAX_ROWS`] rows.
+    Normed { x: Ptr<'a, f32>, weight: Ptr<'a, f32>, eps: f32 },
+}
+
+impl ProductInput<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Self::Rows(x) => x.len,
+            Self::Normed { x, .. } => x.len,
+        }
+    }
+
+    /// The kernel's leading arguments (matmul.cu's `X_PARAMS`).
+    fn args(&self) -> Vec<*mut c_void> {
+        match self {
+            Self::Rows(x) => kernel_args![&x.raw].to_vec(),
+            Self::Normed { x, weight, eps } => kernel_args![&x.raw, &weight.raw, eps].to_vec(),
+        }
+    }
+}
+
 /// A skinny product's shape: `rows` tokens (a width bucket) times a
-/// weight of `n` rows, run with `tiles` tensor-core tiles.
+/// weight of `n` rows, run by the kernel `kernel`.
 struct Product {
     rows: usize,
     n: usize,
-    tiles: usize,
+    kernel: &'static str,
 }
 
-/// Checks x (rows, k), w (n, k) and the step buffer of a skinny product.
+/// Checks x (rows, k), w (n, k) and the step buffer of a skinny product of
+/// `family` (`skinny`, `skinny_swiglu` or `skinny_rope`) and picks its
+/// kernel for the step's width and the input's form.
 fn product_shape(
-    kernel: &'static str,
-    x: &Ptr<'_, bf16>,
+    family: &'static str,
+    input: &ProductInput<'_>,
     w: &Ptr<'_, bf16>,
     step: &Ptr<'_, u32>,
     k: usize,
 ) -> Result<Product> {
-    if k == 0 || !k.is_multiple_of(8) || !w.len.is_multiple_of(k) || !x.len.is_multiple_of(k) {
-        return Err(shape_err(kernel, format!("k = {k} (a multiple of 8) with x of {} and w of {}", x.len, w.len)));
+    let x_len = input.len();
+    if k == 0 || !k.is_multiple_of(8) || !w.len.is_multiple_of(k) || !x_len.is_multiple_of(k) {
+        return Err(shape_err(family, format!("k = {k} (a multiple of 8) with x of {x_len} and w of {}", w.len)));
     }
-    check_len(kernel, "step", step, STEP_WORDS)?;
-    let rows = x.len / k;
+    check_len(family, "step", step, STEP_WORDS)?;
+    let rows = x_len / k;
     let bucket = bucket_for(rows)
         .filter(|&b| b == rows)
-        .ok_or_else(|| shape_err(kernel, format!("{rows} rows is not a step width bucket {WIDTH_BUCKETS:?}")))?;
-    Ok(Product { rows, n: w.len / k, tiles: skinny_tiles(bucket) })
-}
-
-/// The variant of a skinny kernel compiled for `tiles` (1, 2, 4, 8, 16).
-fn tiled(names: [&'static str; 5], tiles: usize) -> &'static str {
-    match tiles {
-        1 => names[0],
-        2 => names[1],
-        4 => names[2],
-        8 => names[3],
-        _ => names[4],
-    }
+        .ok_or_else(|| shape_err(family, format!("{rows} rows is not a step width bucket {WIDTH_BUCKETS:?}")))?;
+    let normed = match input {
+        ProductInput::Rows(_) => "",
+        ProductInput::Normed { weight, .. } => {
+            check_len(family, "norm weight", weight, k)?;
+            "_norm"
+        }
+    };
+    let name = format!("{family}{normed}_t{}", skinny_tiles(bucket));
+    let kernel = SKINNY_KERNELS
+        .iter()
+        .copied()
+        .find(|&kernel| kernel == name)
+        .ok_or_else(|| shape_err(family, format!("no kernel {name} for {rows} rows")))?;
+    Ok(Product { rows, n: w.len / k, kernel })
 }
 
 fn int(kernel: &'static str, name: &str, value: usize) -> Result<i32> {
@@ -563,11 +604,11 @@ impl Gpu {
         unsafe { self.launch(K, grid(hq, rows, ATTENTION_SPLITS, ATTENTION_THREADS), &mut args) }
     }
 
-    /// `y (+)= x @ w^T` for the step's rows: x (rows, k) bf16, w (n, k)
-    /// bf16, y (rows, n) f32; `accumulate` adds into y (the residual).
+    /// `y (+)= x @ w^T` for the step's rows: x (rows, k), w (n, k) bf16,
+    /// y (rows, n) f32; `accumulate` adds into y (the residual).
     pub fn matmul(
         &self,
-        x: Ptr<bf16>,
+        x: ProductInput,
         w: Ptr<bf16>,
         y: Ptr<f32>,
         step: Ptr<u32>,
@@ -575,11 +616,11 @@ impl Gpu {
         accumulate: bool,
     ) -> Result<()> {
         const K: &str = "skinny";
-        let Product { rows, n, tiles } = product_shape(K, &x, &w, &step, k)?;
+        let Product { rows, n, kernel } = product_shape(K, &x, &w, &step, k)?;
         check_len(K, "y", &y, rows * n)?;
         let (n_i, k_i, acc) = (int(K, "n", n)?, int(K, "k", k)?, i32::from(accumulate));
-        let kernel = tiled(["skinny_t1", "skinny_t2", "skinny_t4", "skinny_t8", "skinny_t16"], tiles);
-        let mut args = kernel_args![&x.raw, &w.raw, &y.raw, &step.raw, &n_i, &k_i, &acc];
+        let mut args = x.args();
+        args.extend(kernel_args![&w.raw, &y.raw, &step.raw, &n_i, &k_i, &acc]);
         // SAFETY: matches matmul.cu's signature; x holds tiles * 8 rows
         // (the bucket), lengths checked above.
         unsafe { self.launch(kernel, grid(skinny_blocks(n), 1, 1, MATMUL_WARPS * 32), &mut args) }
@@ -588,18 +629,16 @@ impl Gpu {
     /// `out = silu(gate) * up` of `x @ w^T` for the step's rows, where `w`
     /// is the fused gate/up weight in [`crate::geometry::swiglu_row_order`]
     /// (2 inter rows of k); out (rows, inter) bf16.
-    pub fn matmul_swiglu(&self, x: Ptr<bf16>, w: Ptr<bf16>, out: Ptr<bf16>, step: Ptr<u32>, k: usize) -> Result<()> {
+    pub fn matmul_swiglu(&self, x: ProductInput, w: Ptr<bf16>, out: Ptr<bf16>, step: Ptr<u32>, k: usize) -> Result<()> {
         const K: &str = "skinny_swiglu";
-        let Product { rows, n, tiles } = product_shape(K, &x, &w, &step, k)?;
+        let Product { rows, n, kernel } = product_shape(K, &x, &w, &step, k)?;
         if !n.is_multiple_of(16) {
             return Err(shape_err(K, format!("{n} gate/up rows (a multiple of 16)")));
         }
         check_len(K, "out", &out, rows * n / 2)?;
         let (n_i, k_i) = (int(K, "n", n)?, int(K, "k", k)?);
-        let names =
-            ["skinny_swiglu_t1", "skinny_swiglu_t2", "skinny_swiglu_t4", "skinny_swiglu_t8", "skinny_swiglu_t16"];
-        let kernel = tiled(names, tiles);
-        let mut args = kernel_args![&x.raw, &w.raw, &out.raw, &step.raw, &n_i, &k_i];
+        let mut args = x.args();
+        args.extend(kernel_args![&w.raw, &out.raw, &step.raw, &n_i, &k_i]);
         // SAFETY: matches matmul.cu's signature; lengths checked above.
         unsafe { self.launch(kernel, grid(skinny_blocks(n), 1, 1, MATMUL_WARPS * 32), &mut args) }
     }
@@ -611,7 +650,7 @@ impl Gpu {
     #[allow(clippy::too_many_arguments)]
     pub fn matmul_qkv_rope(
         &self,
-        x: Ptr<bf16>,
+        x: ProductInput,
         w: Ptr<bf16>,
         step: Ptr<u32>,
         table: Ptr<u32>,
@@ -627,7 +666,7 @@ impl Gpu {
         if d == 0 || !d.is_multiple_of(16) || d > MAX_HEAD_DIM || hk == 0 || hq % hk != 0 {
             return Err(shape_err(K, format!("{hq} q heads, {hk} kv heads of dim {d} (a multiple of 16)")));
         }
-        let Product { rows, n, tiles } = product_shape(K, &x, &w, &step, k)?;
+        let Product { rows, n, kernel } = product_shape(K, &x, &w, &step, k)?;
         if n != (hq + 2 * hk) * d {
             return Err(shape_err(K, format!("{n} weight rows for {hq} + 2 x {hk} heads of {d}")));
         }
@@ -640,10 +679,8 @@ impl Gpu {
         let bias_raw = bias.map_or(0, |p| p.raw);
         let (n_i, k_i) = (int(K, "n", n)?, int(K, "k", k)?);
         let (hq_i, hk_i, d_i) = (int(K, "hq", hq)?, int(K, "hk", hk)?, int(K, "d", d)?);
-        let names = ["skinny_rope_t1", "skinny_rope_t2", "skinny_rope_t4", "skinny_rope_t8", "skinny_rope_t16"];
-        let kernel = tiled(names, tiles);
-        let mut args = kernel_args![
-            &x.raw,
+        let mut args = x.args();
+        args.extend(kernel_args![
             &w.raw,
             &step.raw,
             &n_i,
@@ -657,7 +694,7 @@ impl Gpu {
             &hq_i,
             &hk_i,
             &d_i
-        ];
+        ]);
         // SAFETY: matches matmul.cu's signature; lengths checked above. The
         // host guarantees every position of the step has a block in `table`
         // whose id is below the cache's block count (KvCache::reserve).

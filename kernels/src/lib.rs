@@ -24,7 +24,7 @@ pub mod geometry;
 pub mod gpu;
 
 pub use error::{KernelError, Result};
-pub use gpu::{AttentionShape, Buf, Gpu, Graph, Ptr, STEP_WORDS};
+pub use gpu::{AttentionShape, Buf, Gpu, Graph, ProductInput, Ptr, STEP_WORDS};
 
 /// Tokens per KV block; the engine's paged cache uses the same (the
 /// kernels locate position p at block `table[p / 16]`, slot `p % 16`).

@@ -7,7 +7,10 @@
 //!   pair and each (gate, up) pair in one lane (graft_kernels::geometry):
 //!   the QKV product adds the bias, rotates and appends K/V to the cache,
 //!   the gate/up product applies SwiGLU, the attention kernel merges its
-//!   own splits. A layer is 7 kernels (8 with qwen3's q/k norms).
+//!   own splits; in steps of up to FUSED_NORM_MAX_ROWS rows of models up
+//!   to FUSED_NORM_MAX_HIDDEN wide, the products normalize their input rows
+//!   themselves (no rms_norm launch). A layer is then 5 kernels, else 7
+//!   (one more with qwen3's q/k norms).
 //!   Activations between products are bf16, the residual stream, q and the
 //!   products' accumulators f32.
 //! - K and V live in a device pool of the engine's 16-token blocks, per
@@ -31,9 +34,10 @@
 use std::sync::Mutex;
 
 use graft_kernels::geometry::{
-    bucket_for, rope_row_order, swiglu_row_order, ATTENTION_SPLITS, MAX_STEP_ROWS, WIDTH_BUCKETS,
+    bucket_for, rope_row_order, swiglu_row_order, ATTENTION_SPLITS, FUSED_NORM_MAX_HIDDEN, FUSED_NORM_MAX_ROWS,
+    MAX_STEP_ROWS, WIDTH_BUCKETS,
 };
-use graft_kernels::{AttentionShape, Buf, Gpu, Graph, KernelError, STEP_WORDS};
+use graft_kernels::{AttentionShape, Buf, Gpu, Graph, KernelError, ProductInput, STEP_WORDS};
 use half::bf16;
 
 use super::{check_forward, Logits};
@@ -326,11 +330,18 @@ impl DeviceModel {
         (self.weight_bytes_per_step() / 2) as f64 * 2.0 * rows as f64
     }
 
-    /// Kernels one step launches, with or without the head (final norm,
-    /// head product, argmax).
-    pub fn kernels_per_step(&self, logits: bool) -> usize {
-        let per_layer = if self.rope_fused { 7 } else { 8 };
-        1 + per_layer * self.layers.len() + if logits { 3 } else { 0 }
+    /// Kernels one step of `rows` tokens launches, with or without the
+    /// head (final norm unless fused, head product, argmax).
+    pub fn kernels_per_step(&self, rows: usize, logits: bool) -> usize {
+        let norms = usize::from(!self.fuses_norm(rows));
+        let per_layer = 5 + 2 * norms + usize::from(!self.rope_fused);
+        1 + per_layer * self.layers.len() + if logits { 2 + norms } else { 0 }
+    }
+
+    /// Whether a step of `rows` rows (any bucket up to it) normalizes in its
+    /// products instead of launching rms_norm.
+    fn fuses_norm(&self, rows: usize) -> bool {
+        rows <= FUSED_NORM_MAX_ROWS && self.config.hidden_size <= FUSED_NORM_MAX_HIDDEN
     }
 
     /// A host-side [`KvCache`] (block metadata only) matching the device pool.
@@ -361,31 +372,32 @@ impl DeviceModel {
         let counters = rows(&s.counters, b * hq);
         let attn = rows(&s.attn, b * hq * d);
         let act = rows(&s.act, b * i);
+        let fuse_norm = self.fuses_norm(b);
+        let normalized = |weight| normalized_input(gpu, fuse_norm, x, weight, normed, eps);
         gpu.embed(self.embed.ptr(), step, tokens, x, h)?;
         for l in &self.layers {
             let cache = (l.keys.ptr(), l.values.ptr());
-            gpu.rms_norm(x, l.attn_norm.ptr(), normed, eps)?;
+            let input = normalized(&l.attn_norm)?;
             let bias = l.bqkv.as_ref().map(|b| b.ptr());
             if self.rope_fused {
-                gpu.matmul_qkv_rope(normed, l.wqkv.ptr(), step, table, h, bias, self.inv_freq.ptr(), q, cache, shape)?;
+                gpu.matmul_qkv_rope(input, l.wqkv.ptr(), step, table, h, bias, self.inv_freq.ptr(), q, cache, shape)?;
             } else {
                 let qkv = rows(&s.qkv, b * (hq + 2 * hk) * d);
-                gpu.matmul(normed, l.wqkv.ptr(), qkv, step, h, false)?;
+                gpu.matmul(input, l.wqkv.ptr(), qkv, step, h, false)?;
                 let qk_norm = l.qk_norm.as_ref().map(|[qn, kn]| (qn.ptr(), kn.ptr()));
                 gpu.qkv_rope_append(qkv, bias, qk_norm, self.inv_freq.ptr(), step, table, q, cache, shape, eps)?;
             }
             gpu.attention(q, cache, step, table, partial, counters, attn, shape)?;
-            gpu.matmul(attn, l.wo.ptr(), x, step, hq * d, true)?;
-            gpu.rms_norm(x, l.mlp_norm.ptr(), normed, eps)?;
-            gpu.matmul_swiglu(normed, l.w_gate_up.ptr(), act, step, h)?;
-            gpu.matmul(act, l.w_down.ptr(), x, step, i, true)?;
+            gpu.matmul(ProductInput::Rows(attn), l.wo.ptr(), x, step, hq * d, true)?;
+            gpu.matmul_swiglu(normalized(&l.mlp_norm)?, l.w_gate_up.ptr(), act, step, h)?;
+            gpu.matmul(ProductInput::Rows(act), l.w_down.ptr(), x, step, i, true)?;
         }
         if !logits {
             return Ok(());
         }
-        gpu.rms_norm(x, self.final_norm.ptr(), normed, eps)?;
         let head = self.head.as_ref().unwrap_or(&self.embed);
-        gpu.matmul(normed, head.ptr(), rows(&s.logits, b * c.vocab_size), step, h, false)?;
+        let input = normalized(&self.final_norm)?;
+        gpu.matmul(input, head.ptr(), rows(&s.logits, b * c.vocab_size), step, h, false)?;
         gpu.argmax(rows(&s.logits, b * c.vocab_size), step, rows(&s.ids, b))
     }
 
@@ -534,6 +546,24 @@ impl DeviceModel {
         }
         Ok(times)
     }
+}
+
+/// The input of a product that follows an RMSNorm with `weight`:
+/// normalized by the product itself when `fuse` (steps of up to
+/// FUSED_NORM_MAX_ROWS rows), else by rms_norm into `normed`.
+fn normalized_input<'a>(
+    gpu: &Gpu,
+    fuse: bool,
+    x: graft_kernels::Ptr<'a, f32>,
+    weight: &'a Buf<f32>,
+    normed: graft_kernels::Ptr<'a, bf16>,
+    eps: f32,
+) -> Result<ProductInput<'a>, KernelError> {
+    if fuse {
+        return Ok(ProductInput::Normed { x, weight: weight.ptr(), eps });
+    }
+    gpu.rms_norm(x, weight.ptr(), normed, eps)?;
+    Ok(ProductInput::Rows(normed))
 }
 
 /// The model-wide tensors.

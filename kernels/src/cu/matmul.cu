@@ -6,6 +6,14 @@
 // row's result does not depend on the width of its step (lossless
 // speculation needs that). Requires K % 8 == 0.
 //
+// The x operand comes in one of two forms:
+// - bf16 rows (x, (rows, K)), written by rms_norm or the SwiGLU epilogue;
+// - f32 residual rows with the RMSNorm weight (skinny_*norm_t*, steps of up
+//   to FUSED_NORM_MAX_ROWS rows): the block computes each row's scale
+//   (warp_inv_rms, as rms_norm does) and normalizes x as it loads it, with
+//   rms_norm's arithmetic, so the product sees the same bf16 values and the
+//   step needs no rms_norm launch.
+//
 // Three epilogues share the loop, each fed by one lane with the sums of
 // weight rows g and g + 8 of its block for one token:
 // - skinny_t*: y (+)= the product, f32 (accumulate: the residual add).
@@ -42,17 +50,58 @@ __device__ __forceinline__ uint4 load16(const __nv_bfloat16* p, bool ok) {
     return __ldg(reinterpret_cast<const uint4*>(p));
 }
 
+// x as bf16 rows.
+struct Bf16Rows {
+    const __nv_bfloat16* x;
+    int k;
+    __device__ void prepare(int, float*) const {}
+    __device__ uint4 load(int token, int kk, bool ok, const float*) const { return load16(x + (size_t)token * k + kk, ok); }
+};
+
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+    const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const unsigned*>(&pair);
+}
+
+// x as f32 residual rows, RMS-normalized with weight w on load.
+struct NormedRows {
+    const float* x;
+    const float* w;
+    float eps;
+    int k;
+    // Each row's scale into scale[token], one warp a row; the caller syncs.
+    __device__ void prepare(int rows, float* scale) const {
+        const int warp = threadIdx.x >> 5;
+        for (int t = warp; t < rows; t += WARPS) {
+            const float inv = warp_inv_rms(x + (size_t)t * k, k, eps);
+            if ((threadIdx.x & 31) == 0) scale[t] = inv;
+        }
+    }
+    __device__ uint4 load(int token, int kk, bool ok, const float* scale) const {
+        if (!ok) return make_uint4(0u, 0u, 0u, 0u);
+        const float4* xv = reinterpret_cast<const float4*>(x + (size_t)token * k + kk);
+        const float4* wv = reinterpret_cast<const float4*>(w + kk);
+        const float4 x0 = __ldg(xv), x1 = __ldg(xv + 1), w0 = __ldg(wv), w1 = __ldg(wv + 1);
+        const float inv = scale[token];
+        return make_uint4(pack_bf16(w0.x * (x0.x * inv), w0.y * (x0.y * inv)),
+                          pack_bf16(w0.z * (x0.z * inv), w0.w * (x0.w * inv)),
+                          pack_bf16(w1.x * (x1.x * inv), w1.y * (x1.y * inv)),
+                          pack_bf16(w1.z * (x1.z * inv), w1.w * (x1.w * inv)));
+    }
+};
+
 // Block = WARPS warps on the same 16 weight rows, splitting K: warp w takes
 // the 32-wide K steps w, w + WARPS, ... (together 256 contiguous values of a
 // row at a time), loading UNROLL steps ahead of their MMAs. The partial sums
 // are added in a fixed order through shared memory ((w + 4) into w, then
 // 1..3 into 0), so the result is deterministic and the same for any number
 // of tiles.
-template <int TILES, typename Epilogue>
-__device__ void skinny(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
-                       const unsigned* __restrict__ step, int n, int k, const Epilogue& epilogue) {
+template <int TILES, typename Input, typename Epilogue>
+__device__ void skinny(const Input& input, const __nv_bfloat16* __restrict__ w, const unsigned* __restrict__ step,
+                       int n, int k, const Epilogue& epilogue) {
     constexpr int UNROLL = TILES <= 2 ? 4 : (TILES <= 8 ? 2 : 1);
     __shared__ float partial[WARPS / 2][TILES * 4][32];
+    __shared__ float scale[TILES * 8];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, c = lane & 3;
     const int row0 = blockIdx.x * 16;
@@ -73,6 +122,8 @@ __device__ void skinny(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16*
     wait_for_producers();
     let_dependents_launch();
     const int rows = (int)step[0];
+    input.prepare(rows, scale);
+    __syncthreads();
     float acc[TILES][4];
 #pragma unroll
     for (int j = 0; j < TILES; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
@@ -90,7 +141,7 @@ __device__ void skinny(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16*
 #pragma unroll
             for (int j = 0; j < TILES; ++j) {
                 const int token = j * 8 + g;
-                const uint4 xv = load16(x + (size_t)token * k + kk, token < rows && kk < k);
+                const uint4 xv = input.load(token, kk, token < rows && kk < k, scale);
                 mma_bf16(acc[j], a[u].x, b[u].x, a[u].y, b[u].y, xv.x, xv.y);
                 mma_bf16(acc[j], a[u].z, b[u].z, a[u].w, b[u].w, xv.z, xv.w);
             }
@@ -211,27 +262,39 @@ struct RopeAppend {
     }
 };
 
-#define SKINNY(TILES)                                                                                           \
+// The entry points of one tile count and input form: skinny[_swiglu|_rope]<NAME>_t<TILES>,
+// where INPUT(k) builds the x operand from the parameters X_PARAMS.
+#define SKINNY(TILES, NAME, X_PARAMS, INPUT)                                                                    \
     extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                    \
-        skinny_t##TILES(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,              \
-                        float* __restrict__ y, const unsigned* __restrict__ step, int n, int k, int accumulate) { \
-        skinny<TILES>(x, w, step, n, k, StoreF32{y, n, accumulate});                                            \
+        skinny##NAME##_t##TILES(X_PARAMS, const __nv_bfloat16* __restrict__ w, float* __restrict__ y,          \
+                                const unsigned* __restrict__ step, int n, int k, int accumulate) {              \
+        skinny<TILES>(INPUT, w, step, n, k, StoreF32{y, n, accumulate});                                        \
     }                                                                                                           \
     extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                    \
-        skinny_swiglu_t##TILES(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,       \
-                               __nv_bfloat16* __restrict__ out, const unsigned* __restrict__ step, int n, int k) { \
-        skinny<TILES>(x, w, step, n, k, SwiGlu{out, n / 2});                                                    \
+        skinny_swiglu##NAME##_t##TILES(X_PARAMS, const __nv_bfloat16* __restrict__ w,                          \
+                                       __nv_bfloat16* __restrict__ out, const unsigned* __restrict__ step, int n, \
+                                       int k) {                                                                 \
+        skinny<TILES>(INPUT, w, step, n, k, SwiGlu{out, n / 2});                                                \
     }                                                                                                           \
-    extern "C" __global__ void __launch_bounds__(WARPS * 32) skinny_rope_t##TILES(                              \
-        const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, const unsigned* __restrict__ step, \
-        int n, int k, const float* __restrict__ bias, const float* __restrict__ inv_freq,                       \
-        const unsigned* __restrict__ table, float* __restrict__ q_out, __nv_bfloat16* __restrict__ k_cache,     \
-        __nv_bfloat16* __restrict__ v_cache, int hq, int hk, int d) {                                           \
-        skinny<TILES>(x, w, step, n, k, RopeAppend{bias, inv_freq, step, table, q_out, k_cache, v_cache, hq, hk, d}); \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32) skinny_rope##NAME##_t##TILES(                      \
+        X_PARAMS, const __nv_bfloat16* __restrict__ w, const unsigned* __restrict__ step, int n, int k,         \
+        const float* __restrict__ bias, const float* __restrict__ inv_freq, const unsigned* __restrict__ table, \
+        float* __restrict__ q_out, __nv_bfloat16* __restrict__ k_cache, __nv_bfloat16* __restrict__ v_cache,   \
+        int hq, int hk, int d) {                                                                                \
+        skinny<TILES>(INPUT, w, step, n, k, RopeAppend{bias, inv_freq, step, table, q_out, k_cache, v_cache, hq, hk, d}); \
     }
 
-SKINNY(1)
-SKINNY(2)
-SKINNY(4)
-SKINNY(8)
-SKINNY(16)
+#define COMMA ,
+#define BF16_PARAMS const __nv_bfloat16* __restrict__ x
+#define BF16_INPUT (Bf16Rows{x, k})
+#define NORM_PARAMS const float* __restrict__ x COMMA const float* __restrict__ norm_w COMMA float eps
+#define NORM_INPUT (NormedRows{x, norm_w, eps, k})
+
+SKINNY(1, , BF16_PARAMS, BF16_INPUT)
+SKINNY(2, , BF16_PARAMS, BF16_INPUT)
+SKINNY(4, , BF16_PARAMS, BF16_INPUT)
+SKINNY(8, , BF16_PARAMS, BF16_INPUT)
+SKINNY(16, , BF16_PARAMS, BF16_INPUT)
+// FUSED_NORM_MAX_ROWS = 16: buckets 8 and 16.
+SKINNY(1, _norm, NORM_PARAMS, NORM_INPUT)
+SKINNY(2, _norm, NORM_PARAMS, NORM_INPUT)

@@ -304,7 +304,6 @@ fn time_widths(model: &DeviceModel, label: &str, args: &BenchGpuArgs, bw: f64, l
     model.forward_greedy(&mut kv, &mut seq, &context, &[context.len() - 1])?;
     kv.reserve(&mut seq, WIDTHS[WIDTHS.len() - 1])?;
     let weight_bytes = model.weight_bytes_per_step() as f64;
-    let kernels = model.kernels_per_step(true);
     for k in WIDTHS {
         let tokens: Vec<u32> = (0..k).map(|i| (i * 31 % c.vocab_size) as u32).collect();
         let mut times: Vec<f64> =
@@ -314,7 +313,7 @@ fn time_widths(model: &DeviceModel, label: &str, args: &BenchGpuArgs, bw: f64, l
         let mem_ms = (weight_bytes + kv_bytes) / bw * 1e3;
         let flop_ms = model.product_flops(k) / (args.bf16_tflops * 1e12) * 1e3;
         let floor = mem_ms.max(flop_ms);
-        let launch_ms = kernels as f64 * launch * 1e3;
+        let launch_ms = model.kernels_per_step(k, true) as f64 * launch * 1e3;
         println!(
             "{label:<20} {k:>4} {ms:>9.4} {mem_ms:>9.4} {flop_ms:>9.4} {launch_ms:>9.4} {:>7.2} {:>9.2} {:>12.0}",
             ms / floor,
