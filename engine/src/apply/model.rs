@@ -62,8 +62,8 @@ pub enum RegionSource {
     /// The merge candidate: the region and its output do not fit the
     /// model's context.
     MergeTooLarge,
-    /// The merge candidate: the model's output was cut short (the report's
-    /// problems say where).
+    /// The merge candidate: the model's output was cut short (out of tokens
+    /// or context) before it closed the region.
     MergeModelCutShort,
 }
 
@@ -92,7 +92,6 @@ pub(super) struct Region {
 pub(super) struct Rewrite {
     pub text: String,
     pub regions: Vec<RegionReport>,
-    pub truncated: Vec<Range<usize>>,
 }
 
 /// The merge's own regions, one per piece, for merge mode's report.
@@ -242,7 +241,7 @@ pub(super) fn rewrite(
 
     // Auto: a clean, valid merge needs no model at all.
     let merge_trusted =
-        merged.report.is_clean() && validate(request.original, &merged.text, request.language, &[]).is_empty();
+        merged.report.is_clean() && validate(request.original, &merged.text, request.language).is_empty();
     let runs_model = |region: &Region| match mode {
         ApplyMode::Model => true,
         ApplyMode::Auto => region.doubtful || !merge_trusted,
@@ -260,7 +259,6 @@ pub(super) fn rewrite(
 
     let mut out = String::with_capacity(merged.text.len());
     let mut reports = Vec::with_capacity(regions.len());
-    let mut truncated = Vec::new();
     let mut cursor = 0;
     for region in &regions {
         for line in original.get(cursor..region.lines.start).unwrap_or_default() {
@@ -313,7 +311,6 @@ pub(super) fn rewrite(
                 Written::CutShort => {
                     source = RegionSource::MergeModelCutShort;
                     doubtful = true;
-                    truncated.push(region.lines.clone());
                 }
             }
         }
@@ -342,7 +339,7 @@ pub(super) fn rewrite(
         out.truncate(out.len() - eol.len());
     }
     stats.model_ms = ms(started.elapsed());
-    Ok(Rewrite { text: out, regions: reports, truncated })
+    Ok(Rewrite { text: out, regions: reports })
 }
 
 fn push_line(out: &mut String, text: &str, eol: &str) {

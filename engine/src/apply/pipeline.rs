@@ -201,22 +201,19 @@ pub fn apply(
     let merge_ms = ms(started.elapsed());
     let mut stats = ApplyStats { merge_ms, ..Default::default() };
 
-    let (text, regions, truncated) = match (request.mode, engine) {
-        (ApplyMode::Merge, _) | (ApplyMode::Auto, None) => {
-            let regions = model::merge_regions(&merged);
-            (merged.text.clone(), regions, Vec::new())
-        }
+    let (text, regions) = match (request.mode, engine) {
+        (ApplyMode::Merge, _) | (ApplyMode::Auto, None) => (merged.text.clone(), model::merge_regions(&merged)),
         (ApplyMode::Model, None) => {
             return Err(Error::InvalidRequest { reason: "apply engine `model` needs a loaded model".into() })
         }
         (mode, Some(engine)) => {
             let rewrite = model::rewrite(engine, request, &merged, mode, control, &mut stats)?;
-            (rewrite.text, rewrite.regions, rewrite.truncated)
+            (rewrite.text, rewrite.regions)
         }
     };
 
     let validating = Instant::now();
-    let problems = validate(request.original, &text, request.language, &truncated);
+    let problems = validate(request.original, &text, request.language);
     stats.validate_ms = ms(validating.elapsed());
     stats.total_ms = ms(started.elapsed());
     Ok(ApplyOutcome {

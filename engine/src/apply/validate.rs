@@ -1,8 +1,10 @@
 //! [`validate`]: checks every apply result before anyone calls it good: no
 //! syntax errors the original did not have (tree-sitter ERROR and MISSING
 //! nodes, compared by count), no elision marker left in the file that the
-//! original did not have, and no region the model stopped writing early.
-//! A result that fails is still returned, flagged with these [`Problem`]s.
+//! original did not have. A result that fails is still returned, flagged
+//! with these [`Problem`]s. A region the model did not finish is never
+//! spliced in (the merge's text stays, and the region's report says
+//! `merge_model_cut_short`), so no result is truncated text.
 
 use graft_grammars::{is_marker_line, parse, syntax_problems, Language};
 use serde::Serialize;
@@ -17,25 +19,14 @@ pub enum Problem {
     /// An elision marker the original does not contain is left in the
     /// result at `line` (0-based).
     LeftoverMarker { line: usize },
-    /// The model stopped before closing the region of original lines
-    /// `start..end` (out of tokens or context).
-    Truncated { start: usize, end: usize },
     /// The result could not be parsed at all (e.g. parse timeout).
     Unparsed { reason: String },
 }
 
-/// Checks `result` against `original`. `truncated` lists the original line
-/// ranges whose rewrite was cut short. Files of unknown language get the
-/// marker and truncation checks only (the report says the language is
-/// unknown).
-pub fn validate(
-    original: &str,
-    result: &str,
-    language: Option<Language>,
-    truncated: &[std::ops::Range<usize>],
-) -> Vec<Problem> {
-    let mut problems: Vec<Problem> =
-        truncated.iter().map(|r| Problem::Truncated { start: r.start, end: r.end }).collect();
+/// Checks `result` against `original`. Files of unknown language get the
+/// marker check only (the report says the language is unknown).
+pub fn validate(original: &str, result: &str, language: Option<Language>) -> Vec<Problem> {
+    let mut problems = Vec::new();
     if let Some(line) = new_marker_line(original, result, language) {
         problems.push(Problem::LeftoverMarker { line });
     }
@@ -90,33 +81,28 @@ mod tests {
 
     #[test]
     fn a_clean_edit_is_valid() {
-        let problems = validate("fn a() {}\n", "fn a() {}\nfn b() {}\n", Some(Language::Rust), &[]);
+        let problems = validate("fn a() {}\n", "fn a() {}\nfn b() {}\n", Some(Language::Rust));
         assert!(problems.is_empty(), "{problems:?}");
     }
 
     #[test]
     fn a_lost_brace_is_a_new_syntax_error() {
-        let problems = validate("fn a() {\n}\n", "fn a() {\n    x();\n", Some(Language::Rust), &[]);
+        let problems = validate("fn a() {\n}\n", "fn a() {\n    x();\n", Some(Language::Rust));
         assert!(matches!(problems.as_slice(), [Problem::NewSyntaxErrors { original: 0, .. }]), "{problems:?}");
     }
 
     #[test]
     fn an_error_the_original_had_is_not_new() {
         let broken = "fn a() {\n";
-        assert!(validate(broken, &format!("// x\n{broken}"), Some(Language::Rust), &[]).is_empty());
+        assert!(validate(broken, &format!("// x\n{broken}"), Some(Language::Rust)).is_empty());
     }
 
     #[test]
     fn a_leftover_marker_is_found_unless_the_original_has_it() {
         let result = "fn a() {}\n// ... existing code ...\n";
-        let problems = validate("fn a() {}\n", result, Some(Language::Rust), &[]);
+        let problems = validate("fn a() {}\n", result, Some(Language::Rust));
         assert_eq!(problems, vec![Problem::LeftoverMarker { line: 1 }]);
-        assert!(validate(result, result, Some(Language::Rust), &[]).is_empty());
-        assert_eq!(validate("a\n", "a\n# ...\n", None, &[]), vec![Problem::LeftoverMarker { line: 1 }]);
-    }
-
-    #[test]
-    fn truncation_is_reported() {
-        assert_eq!(validate("a\n", "a\n", None, &[3..5]), vec![Problem::Truncated { start: 3, end: 5 }]);
+        assert!(validate(result, result, Some(Language::Rust)).is_empty());
+        assert_eq!(validate("a\n", "a\n# ...\n", None), vec![Problem::LeftoverMarker { line: 1 }]);
     }
 }
