@@ -151,8 +151,12 @@ fn row_orders(config: &ModelConfig, rope_fused: bool) -> Result<(Option<Vec<usiz
 
 /// KV blocks that fit in `budget_bytes` of bf16 K and V.
 pub fn kv_blocks_for_budget(config: &ModelConfig, budget_bytes: usize) -> usize {
-    let per_block = 2 * config.num_layers * BLOCK_TOKENS * config.num_kv_heads * config.head_dim * 2;
+    let per_block = kv_shape(config).bytes_per_token(std::mem::size_of::<bf16>()) * BLOCK_TOKENS;
     (budget_bytes / per_block.max(1)).max(1)
+}
+
+fn kv_shape(config: &ModelConfig) -> KvShape {
+    KvShape { layers: config.num_layers, kv_heads: config.num_kv_heads, head_dim: config.head_dim }
 }
 
 impl DeviceModel {
@@ -344,13 +348,10 @@ impl DeviceModel {
         rows <= FUSED_NORM_MAX_ROWS && self.config.hidden_size <= FUSED_NORM_MAX_HIDDEN
     }
 
-    /// A host-side [`KvCache`] (block metadata only) matching the device pool.
+    /// A host-side [`KvCache`] (block metadata only) matching the device
+    /// pool, whose budgets and stats count bf16 bytes.
     pub fn kv_cache(&self) -> KvCache {
-        let c = &self.config;
-        KvCache::metadata_only(
-            KvShape { layers: c.num_layers, kv_heads: c.num_kv_heads, head_dim: c.head_dim },
-            self.kv_blocks,
-        )
+        KvCache::metadata_only(kv_shape(&self.config), self.kv_blocks, std::mem::size_of::<bf16>())
     }
 
     /// Launches one step at width `bucket` (reads the step from `meta`),

@@ -124,9 +124,10 @@ impl KvShape {
         self.kv_heads * self.head_dim
     }
 
-    /// Bytes of K and V for one token over all layers.
-    pub fn bytes_per_token(&self) -> usize {
-        2 * self.layers * self.token_width() * std::mem::size_of::<f32>()
+    /// Bytes of K and V for one token over all layers, stored as values of
+    /// `value_bytes` each (f32 on the host, bf16 on a GPU).
+    pub fn bytes_per_token(&self, value_bytes: usize) -> usize {
+        2 * self.layers * self.token_width() * value_bytes
     }
 }
 
@@ -138,12 +139,16 @@ pub struct KvCache {
     keys: Vec<Vec<f32>>,
     /// Per layer: same shape as `keys`.
     values: Vec<Vec<f32>>,
+    /// Bytes of one stored K or V value where the blocks live (f32 here, a
+    /// device's own type for a metadata-only pool): the byte figures of
+    /// budgets and stats.
+    value_bytes: usize,
 }
 
 impl KvCache {
     /// A pool holding as many blocks as fit in `budget_bytes` (at least one).
     pub fn with_budget(shape: KvShape, budget_bytes: usize) -> Self {
-        let per_block = shape.bytes_per_token() * BLOCK_TOKENS;
+        let per_block = shape.bytes_per_token(std::mem::size_of::<f32>()) * BLOCK_TOKENS;
         Self::with_blocks(shape, (budget_bytes / per_block.max(1)).max(1))
     }
 
@@ -154,6 +159,7 @@ impl KvCache {
             pool: BlockPool::new(blocks),
             keys: (0..shape.layers).map(|_| vec![0.0; layer_len]).collect(),
             values: (0..shape.layers).map(|_| vec![0.0; layer_len]).collect(),
+            value_bytes: std::mem::size_of::<f32>(),
         }
     }
 
@@ -267,18 +273,19 @@ impl KvCache {
     }
 
     /// A pool of `blocks` blocks with no host storage, for a backend that
-    /// keeps K and V on its device addressed by the same block ids and
-    /// slots (it must not call [`KvCache::layer`] or [`KvCache::layer_mut`]).
-    pub fn metadata_only(shape: KvShape, blocks: usize) -> Self {
-        Self { shape, pool: BlockPool::new(blocks), keys: Vec::new(), values: Vec::new() }
+    /// keeps K and V on its device (as values of `value_bytes` each)
+    /// addressed by the same block ids and slots (it must not call
+    /// [`KvCache::layer`] or [`KvCache::layer_mut`]).
+    pub fn metadata_only(shape: KvShape, blocks: usize, value_bytes: usize) -> Self {
+        Self { shape, pool: BlockPool::new(blocks), keys: Vec::new(), values: Vec::new(), value_bytes }
     }
 }
 
 /// The prefix cache over the pool (see [`prefix`]).
 impl KvCache {
-    /// KV bytes of one block.
+    /// KV bytes of one block where the blocks live.
     pub fn bytes_per_block(&self) -> usize {
-        self.shape.bytes_per_token() * BLOCK_TOKENS
+        self.shape.bytes_per_token(self.value_bytes) * BLOCK_TOKENS
     }
 
     /// The namespace called `name`, created with the default budget if new.
@@ -350,6 +357,23 @@ mod tests {
 
     fn cache(blocks: usize) -> KvCache {
         KvCache::with_blocks(KvShape { layers: 2, kv_heads: 1, head_dim: 2 }, blocks)
+    }
+
+    #[test]
+    fn byte_figures_count_the_values_where_the_blocks_live() {
+        let shape = KvShape { layers: 2, kv_heads: 1, head_dim: 2 };
+        let host = KvCache::with_blocks(shape, 8);
+        let device = KvCache::metadata_only(shape, 8, 2);
+        // 2 (K, V) x 2 layers x 2 values x 16 tokens, in f32 and in bf16.
+        assert_eq!(host.bytes_per_block(), 2 * 2 * 2 * BLOCK_TOKENS * 4);
+        assert_eq!(device.bytes_per_block(), host.bytes_per_block() / 2);
+        // A byte budget buys twice the bf16 blocks.
+        let mut device = device;
+        let ns = device.namespace("ws");
+        device.set_namespace_budget(ns, 2 * host.bytes_per_block());
+        let stats = device.cache_stats();
+        let ws = stats.iter().find(|s| s.name == "ws").expect("namespace listed");
+        assert_eq!(ws.budget_bytes, 4 * device.bytes_per_block());
     }
 
     #[test]
