@@ -109,6 +109,6 @@ fn merge_on_dev_and_dev_hard() {
 }
 
 /// Exact matches reached on dev.jsonl, rounded down a little.
-const DEV_FLOOR: usize = 293;
+const DEV_FLOOR: usize = 299;
 /// Exact matches reached on dev-hard.jsonl, rounded down a little.
-const HARD_FLOOR: usize = 140;
+const HARD_FLOOR: usize = 152;

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
-use graft_grammars::{is_marker_line, items, parse, Language};
+use graft_grammars::{is_marker_line, items, parse, Item, Language};
 use similar::{capture_diff_slices, Algorithm, DiffOp};
 
 use super::text::{dominant_eol, key, line_weight, split_lines, Keys, Line};
@@ -63,21 +63,94 @@ struct Placement {
 /// Merges the lazy edit snippet `update` into `original`. `language` selects
 /// the marker syntax (`None`: every common comment syntax). Never panics;
 /// whatever could not be read cleanly is in the report.
+///
+/// When the snippet's lines indented only at other depths make it unclear
+/// whether they drifted or were re-indented by the edit
+/// ([`choose_matching`]), the snippet is merged both ways and the reading
+/// with fewer issues is kept (the re-indenting one on ties).
 pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeResult {
     let original_lines = split_lines(original);
     let update_lines = split_lines(update);
-    let eol = dominant_eol(&original_lines);
     let markers: Vec<bool> = update_lines.iter().map(|l| is_marker_line(language, l.text)).collect();
-    let pieces = split_pieces(&markers);
-    let matching = choose_matching(&original_lines, &update_lines, &markers);
-    let keys = Keys::new(matching, &original_lines, &update_lines);
-    let len = original_lines.len();
     let original_items = language
         .and_then(|language| {
             let tree = parse(language, original).ok()?;
             items(language, &tree, original).ok()
         })
         .unwrap_or_default();
+    let inputs = Inputs {
+        original,
+        update,
+        language,
+        original_lines: &original_lines,
+        update_lines: &update_lines,
+        markers: &markers,
+        original_items: &original_items,
+    };
+    let (strict, lenient) = choose_matching(&original_lines, &update_lines, &markers);
+    let result = merge_with(&inputs, strict);
+    if lenient == strict {
+        return result;
+    }
+    let other = merge_with(&inputs, lenient);
+    let (mut chosen, other) =
+        if issue_count(&other.report) < issue_count(&result.report) { (other, result) } else { (result, other) };
+    flag_differences(&mut chosen, &other);
+    chosen
+}
+
+/// Flags ([`Issue::WhitespaceGuess`]) the pieces whose output differs
+/// between the reading kept and the other one: which is right is a guess.
+fn flag_differences(chosen: &mut MergeResult, other: &MergeResult) {
+    let chosen_lines: Vec<&str> = chosen.text.lines().collect();
+    let other_lines: Vec<&str> = other.text.lines().collect();
+    fn output<'l, 't>(lines: &'l [&'t str], report: &MergeReport, index: usize) -> &'l [&'t str] {
+        let range = report.pieces.get(index).and_then(|p| p.output.clone()).unwrap_or_default();
+        lines.get(range).unwrap_or_default()
+    }
+    let mut flags = Vec::new();
+    for index in 0..chosen.report.pieces.len() {
+        let (mine, theirs) = (output(&chosen_lines, &chosen.report, index), output(&other_lines, &other.report, index));
+        if mine != theirs {
+            let differing = mine.iter().filter(|line| !theirs.contains(line)).count();
+            flags.push((index, differing.max(1)));
+        }
+    }
+    if flags.is_empty() && chosen.text != other.text {
+        flags.push((0, 1));
+    }
+    for (index, lines) in flags {
+        if let Some(piece) = chosen.report.pieces.get_mut(index) {
+            if !piece.issues.iter().any(|i| matches!(i, Issue::WhitespaceGuess { .. })) {
+                piece.issues.push(Issue::WhitespaceGuess { lines });
+            }
+        }
+    }
+}
+
+/// The issues of all pieces of a report.
+fn issue_count(report: &MergeReport) -> usize {
+    report.pieces.iter().map(|p| p.issues.len()).sum()
+}
+
+/// What [`merge_with`] reads, split and parsed once.
+struct Inputs<'i, 'a> {
+    original: &'a str,
+    update: &'a str,
+    language: Option<Language>,
+    original_lines: &'i [Line<'a>],
+    update_lines: &'i [Line<'a>],
+    markers: &'i [bool],
+    original_items: &'i [Item],
+}
+
+/// [`merge`] with lines compared under `matching`.
+fn merge_with(inputs: &Inputs<'_, '_>, matching: Matching) -> MergeResult {
+    let Inputs { original, update, language, original_lines, update_lines, markers, original_items } = *inputs;
+    let eol = dominant_eol(original_lines);
+    let pieces = split_pieces(markers);
+    let keys = Keys::new(matching, original_lines, update_lines);
+    let len = original_lines.len();
 
     let mut out: Vec<(Cow<'_, str>, &str)> = Vec::with_capacity(len + update_lines.len());
     let mut cursor = 0;
@@ -103,7 +176,7 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
         let opens_file = index == 0 && !piece.marker_before;
         let ends_file = index == last_index && !piece.marker_after;
         let piece_lines = update_lines.get(piece.lines.clone()).unwrap_or_default();
-        let texts = Texts { original: &original_lines, piece: piece_lines };
+        let texts = Texts { original: original_lines, piece: piece_lines };
         let mut placement = place(&keys.original, &keys, &texts, ids, cursor, opens_file, ends_file);
         if opens_file && ends_file && ids.len() * WHOLE_FILE_SHARE >= len {
             // No marker at all and about the file's size: the snippet is the
@@ -114,7 +187,28 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
         }
         match placement {
             Some(placement) => {
-                let region = placement.region.clone();
+                let mut region = placement.region.clone();
+                let mut issues = placement.issues;
+                if let Some(end) = redefined_next(original_items, original_lines, piece_lines, region.clone()) {
+                    // The piece rewrites the item right after its region.
+                    region.end = end;
+                    issues.push(Issue::AmbiguousEnd);
+                }
+                let implied = issues.iter().position(|i| matches!(i, Issue::ImpliedClosingMarker { .. }));
+                if let Some(at) = implied.filter(|_| ends_file && region.end < len) {
+                    let kept: Vec<&str> = out
+                        .iter()
+                        .map(|(l, _)| l.as_ref())
+                        .chain(original_lines.get(cursor..region.start).unwrap_or_default().iter().map(|l| l.text))
+                        .chain(piece_lines.iter().map(|l| l.text))
+                        .collect();
+                    if orphaned_tail(original_items, original_lines, region.end, &kept) {
+                        if let Some(issue) = issues.get_mut(at) {
+                            *issue = Issue::UnshownDeletion { lines: len - region.end };
+                        }
+                        region.end = len;
+                    }
+                }
                 out.extend(
                     original_lines
                         .get(cursor..region.start)
@@ -135,7 +229,6 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
                     eol,
                 );
                 cursor = region.end;
-                let mut issues = placement.issues;
                 if spliced.guessed > 0 {
                     issues.push(Issue::WhitespaceGuess { lines: spliced.guessed });
                 }
@@ -198,6 +291,37 @@ pub fn merge(original: &str, update: &str, language: Option<Language>) -> MergeR
     MergeResult { text, report: MergeReport { language, matching, pieces: reports } }
 }
 
+/// The end of the original item that follows `region` (blank lines
+/// between) when the piece defines its name ([`defined_name`]) and the
+/// region does not: the piece rewrites that item rather than adds another.
+fn redefined_next(items: &[Item], original: &[Line<'_>], piece: &[Line<'_>], region: Range<usize>) -> Option<usize> {
+    let next =
+        (region.end..original.len()).find(|&l| original.get(l).is_some_and(|line| !line.text.trim().is_empty()))?;
+    let item = items.iter().find(|i| i.line_range.start == next)?;
+    let defines = |lines: &[Line<'_>]| lines.iter().any(|l| defined_name(l.text) == Some(item.name.as_str()));
+    (defines(piece) && !defines(original.get(region)?)).then_some(item.line_range.end)
+}
+
+/// Whether the original lines from `end` on are only blank lines, comments
+/// and items whose names the original uses before `end` but the result's
+/// lines before them (`kept`) no longer do: the edit removed their last
+/// uses, and a snippet without a closing marker there removes them too.
+fn orphaned_tail(items: &[Item], original: &[Line<'_>], end: usize, kept: &[&str]) -> bool {
+    let tail: Vec<&Item> = items.iter().filter(|i| i.line_range.start >= end).collect();
+    let covered = |line: usize| tail.iter().any(|i| i.line_range.contains(&line));
+    let comment = |text: &str| ["//", "#", "/*", "*"].iter().any(|p| text.trim_start().starts_with(p));
+    let before = original.get(..end).unwrap_or_default();
+    !tail.is_empty()
+        && original
+            .iter()
+            .enumerate()
+            .skip(end)
+            .all(|(at, line)| line.text.trim().is_empty() || comment(line.text) || covered(at))
+        && tail.iter().all(|item| {
+            before.iter().any(|l| mentions(l.text, &item.name)) && !kept.iter().any(|l| mentions(l, &item.name))
+        })
+}
+
 /// Appends the piece (`lines.piece`, ids `new`) in place of the original
 /// region (`lines.original`, ids `old`): lines the alignment pairs keep the
 /// original's text and ending; the others are the snippet's, ended by `eol`.
@@ -221,7 +345,10 @@ fn splice<'a>(
             if let DiffOp::Equal { old_index, new_index, len } = *op {
                 for i in 0..len {
                     if let (Some(o), Some(n)) = (old_lines.get(old_index + i), new_lines.get(new_index + i)) {
-                        reindent.learn(indent(n.text), indent(o.text));
+                        // A whitespace-only line has no indent to learn from.
+                        if !n.text.trim().is_empty() {
+                            reindent.learn(indent(n.text), indent(o.text));
+                        }
                     }
                 }
             }
@@ -257,8 +384,13 @@ fn splice<'a>(
                     if o.text != n.text {
                         guessed += 1;
                     }
-                    if reindent.is_reindent(indent(n.text), indent(o.text)) {
+                    if n.text.trim().is_empty() {
+                        // A blank line's whitespace is never an edit.
+                        out.push((Cow::Borrowed(o.text), o.eol));
+                    } else if reindent.is_reindent(indent(n.text), indent(o.text)) {
                         out.push((Cow::Borrowed(n.text), eol));
+                    } else if let Some(lead) = reindent.moved(indent(n.text), indent(o.text)) {
+                        out.push((Cow::Owned(format!("{lead}{}", &o.text[indent(o.text).len()..])), eol));
                     } else {
                         out.push((Cow::Borrowed(o.text), o.eol));
                     }
@@ -411,19 +543,46 @@ fn indent(line: &str) -> &str {
 }
 
 /// How the snippet's indents map to the original's, learned from the
-/// lines they share: exact indent pairs, and a tab width when the snippet
-/// indents with tabs where the original uses spaces (or the reverse).
+/// lines they share: indent pairs, and a tab width when the snippet
+/// indents with tabs where the original uses spaces (or the reverse). Each
+/// is the one most shared lines show, so that the few lines the edit
+/// re-indented do not set it.
 #[derive(Default)]
 struct Reindent<'a> {
-    pairs: HashMap<&'a str, &'a str>,
-    /// Spaces per tab, when the snippet's tabs stand for the original's spaces.
-    tab_as_spaces: Option<usize>,
-    /// Spaces per tab, when the snippet's spaces stand for the original's tabs.
-    spaces_as_tab: Option<usize>,
+    /// (snippet indent, original indent, shared lines showing it), in the
+    /// order first seen.
+    pairs: Vec<(&'a str, &'a str, usize)>,
+    /// Votes (spaces per tab, lines) for the snippet's tabs standing for
+    /// the original's spaces.
+    tab_as_spaces: Vec<(usize, usize)>,
+    /// Votes (spaces per tab, lines) for the snippet's spaces standing for
+    /// the original's tabs.
+    spaces_as_tab: Vec<(usize, usize)>,
     /// Depth differences (original minus snippet, in indent characters) of
     /// the shared lines indented with one and the same character.
     shifts: Vec<isize>,
 }
+
+/// Adds a vote for `width` to `votes`.
+fn vote(votes: &mut Vec<(usize, usize)>, width: usize) {
+    match votes.iter_mut().find(|(w, _)| *w == width) {
+        Some((_, count)) => *count += 1,
+        None => votes.push((width, 1)),
+    }
+}
+
+/// The width with the most votes (the narrowest on ties); when `clear`,
+/// only with at least [`WIDTH_MAJORITY`] times the votes of all the others
+/// together.
+fn top_width(votes: &[(usize, usize)], clear: bool) -> Option<usize> {
+    let total: usize = votes.iter().map(|&(_, count)| count).sum();
+    let &(width, count) = votes.iter().max_by_key(|&&(w, count)| (count, usize::MAX - w))?;
+    (!clear || count >= WIDTH_MAJORITY * (total - count)).then_some(width)
+}
+
+/// How many times the votes of all other tab widths together the chosen
+/// tab width needs.
+const WIDTH_MAJORITY: usize = 2;
 
 impl<'a> Reindent<'a> {
     fn learn(&mut self, snippet: &'a str, original: &'a str) {
@@ -438,14 +597,55 @@ impl<'a> Reindent<'a> {
         // Only a change of indent character is drift; a change of depth in
         // the same character may be the edit itself.
         if tabs(snippet) != tabs(original) || spaces(snippet) != spaces(original) {
-            self.pairs.entry(snippet).or_insert(original);
+            match self.pairs.iter_mut().find(|(s, o, _)| *s == snippet && *o == original) {
+                Some((_, _, count)) => *count += 1,
+                None => self.pairs.push((snippet, original, 1)),
+            }
         }
         if tabs(snippet) && spaces(original) && original.len().is_multiple_of(snippet.len()) {
-            self.tab_as_spaces.get_or_insert(original.len() / snippet.len());
+            vote(&mut self.tab_as_spaces, original.len() / snippet.len());
         }
         if spaces(snippet) && tabs(original) && !original.is_empty() && snippet.len().is_multiple_of(original.len()) {
-            self.spaces_as_tab.get_or_insert(snippet.len() / original.len());
+            vote(&mut self.spaces_as_tab, snippet.len() / original.len());
         }
+    }
+
+    /// The original indent the shared lines most often show for the
+    /// snippet indent `lead` (the first seen on ties).
+    fn mapped(&self, lead: &str) -> Option<&'a str> {
+        let mut best: Option<(&'a str, usize)> = None;
+        for &(snippet, original, count) in &self.pairs {
+            if snippet == lead && best.is_none_or(|(_, top)| count > top) {
+                best = Some((original, count));
+            }
+        }
+        best.map(|(original, _)| original)
+    }
+
+    /// The snippet indent `lead` in the original's indent character, by the
+    /// tab width most shared lines show, when `lead` is all tabs or all
+    /// spaces (and, when `clear`, the width clearly dominates: [`top_width`]).
+    fn converted(&self, lead: &str, clear: bool) -> Option<String> {
+        if lead.is_empty() {
+            return None;
+        }
+        if lead.chars().all(|c| c == '\t') {
+            return top_width(&self.tab_as_spaces, clear).map(|width| " ".repeat(lead.len() * width));
+        }
+        let width = top_width(&self.spaces_as_tab, clear).filter(|&w| lead.chars().all(|c| c == ' ') && w > 0)?;
+        lead.len().is_multiple_of(width).then(|| "\t".repeat(lead.len() / width))
+    }
+
+    /// The indent a shared line whose indent character drifted (`snippet`
+    /// against `original`, each of one character) takes when the snippet's
+    /// indent, converted at a clearly learned tab width ([`Self::converted`]),
+    /// is another depth: the edit re-indented it.
+    fn moved(&self, snippet: &str, original: &str) -> Option<String> {
+        let pure = |s: &str| s.chars().all(|c| c == '\t') || s.chars().all(|c| c == ' ');
+        if !indent_class_differs(snippet, original) || !pure(snippet) || !pure(original) {
+            return None;
+        }
+        self.converted(snippet, true).filter(|lead| lead != original)
     }
 
     /// The depth change every shared line shows, when they all show the
@@ -476,17 +676,16 @@ impl<'a> Reindent<'a> {
                 return Cow::Owned(format!("{}{body}", unit.repeat(depth)));
             }
         }
-        if let Some(mapped) = self.pairs.get(lead) {
+        // A clear tab width first: an indent pair at odds with it comes
+        // from a line the edit re-indented.
+        if let Some(converted) = self.converted(lead, true) {
+            return Cow::Owned(format!("{converted}{body}"));
+        }
+        if let Some(mapped) = self.mapped(lead) {
             return Cow::Owned(format!("{mapped}{body}"));
         }
-        if let Some(width) = self.tab_as_spaces.filter(|_| !lead.is_empty() && lead.chars().all(|c| c == '\t')) {
-            return Cow::Owned(format!("{}{body}", " ".repeat(lead.len() * width)));
-        }
-        if let Some(width) = self
-            .spaces_as_tab
-            .filter(|&w| !lead.is_empty() && lead.len().is_multiple_of(w) && lead.chars().all(|c| c == ' '))
-        {
-            return Cow::Owned(format!("{}{body}", "\t".repeat(lead.len() / width)));
+        if let Some(converted) = self.converted(lead, false) {
+            return Cow::Owned(format!("{converted}{body}"));
         }
         Cow::Borrowed(line)
     }
@@ -514,23 +713,65 @@ fn split_pieces(markers: &[bool]) -> Vec<Piece> {
 }
 
 /// Exact matching, unless a fair share of the snippet's non-blank lines
-/// match the original only modulo whitespace.
-fn choose_matching(original: &[Line<'_>], update: &[Line<'_>], markers: &[bool]) -> Matching {
+/// match the original only modulo whitespace as drift does: trailing
+/// whitespace, the indent character, or one depth shift of the whole
+/// snippet. Lines only indented deeper or shallower in the same character,
+/// while other lines show other shifts, were likely re-indented by the
+/// edit: the first matching does not count them as drift, the second
+/// (lenient) one does.
+fn choose_matching(original: &[Line<'_>], update: &[Line<'_>], markers: &[bool]) -> (Matching, Matching) {
     let exact: HashSet<&str> = original.iter().map(|l| l.text).collect();
-    let loose: HashSet<&str> = original.iter().map(|l| key(Matching::IgnoreWhitespace, l.text)).collect();
+    let mut loose: HashMap<&str, Vec<&str>> = HashMap::new();
+    for line in original {
+        loose.entry(key(Matching::IgnoreWhitespace, line.text)).or_default().push(line.text);
+    }
     let mut total = 0;
     let mut drifted = 0;
+    let mut shifted = 0;
+    // Depth shifts of the informative lines found (exact ones: zero).
+    let mut shifts = HashSet::new();
     for (line, _) in update.iter().zip(markers).filter(|(l, &m)| !m && !l.text.trim().is_empty()) {
         total += 1;
-        if !exact.contains(line.text) && loose.contains(key(Matching::IgnoreWhitespace, line.text)) {
-            drifted += 1;
+        let informative = line_weight(line.text) > TRIVIAL_WEIGHT;
+        if exact.contains(line.text) {
+            if informative {
+                shifts.insert(0);
+            }
+            continue;
+        }
+        let Some(found) = loose.get(key(Matching::IgnoreWhitespace, line.text)) else { continue };
+        // Drift when any original line like it differs otherwise than in
+        // depth (a tab for spaces, trailing whitespace).
+        let shifts_only: Option<Vec<isize>> = found.iter().map(|o| depth_shift(line.text, o)).collect();
+        match shifts_only.and_then(|s| s.first().copied()) {
+            Some(shift) => {
+                shifted += 1;
+                if informative {
+                    shifts.insert(shift);
+                }
+            }
+            None => drifted += 1,
         }
     }
-    if drifted > 0 && drifted * DRIFT_RATIO >= total {
-        Matching::IgnoreWhitespace
-    } else {
-        Matching::Exact
-    }
+    let verdict = |drifted: usize| {
+        if drifted > 0 && drifted * DRIFT_RATIO >= total {
+            Matching::IgnoreWhitespace
+        } else {
+            Matching::Exact
+        }
+    };
+    let uniform = shifts.len() == 1 && !shifts.contains(&0);
+    (verdict(if uniform { drifted + shifted } else { drifted }), verdict(drifted + shifted))
+}
+
+/// The depth difference (original minus snippet, in indent characters)
+/// between two lines equal but for the depth of an indent of one and the
+/// same character; `None` when they differ otherwise in whitespace.
+fn depth_shift(snippet: &str, original: &str) -> Option<isize> {
+    let (a, b) = (indent(snippet), indent(original));
+    let one_character =
+        (a.chars().chain(b.chars()).all(|c| c == ' ')) || (a.chars().chain(b.chars()).all(|c| c == '\t'));
+    (one_character && snippet[a.len()..] == original[b.len()..]).then(|| b.len() as isize - a.len() as isize)
 }
 
 /// Lines from `i` in `original` equal to the start of `piece`.
@@ -630,7 +871,36 @@ fn choose_end(keys: &Keys, rest: &[u32], from: usize) -> Option<EndChoice> {
             }
         }
     }
-    best.map(|b| EndChoice { runner_up, ..b })
+    let best = best?;
+    // The piece's last lines stand next to a marker: they are context. An
+    // earlier end where more of them run unbroken, with an informative
+    // line among them, is the place they were taken from (flagged: the
+    // alignment preferred the other end).
+    let run_at = |j: usize| run_backward(&keys.original, j, from, rest, rest.len());
+    let best_run = run_at(best.end - 1);
+    let earlier = candidates
+        .iter()
+        .filter(|&&j| j + 1 < best.end)
+        .map(|&j| (run_at(j), j))
+        .filter(|&(run, j)| {
+            run > best_run
+                && keys
+                    .original
+                    .get(j + 1 - run..=j)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|&id| keys.weight(id) > TRIVIAL_WEIGHT)
+        })
+        .max_by_key(|&(run, j)| (run, usize::MAX - j));
+    if let Some((_, j)) = earlier {
+        let region = keys.original.get(from..=j).unwrap_or_default();
+        let (matched_weight, matched_lines) = alignment(keys, region, rest);
+        let deleted = region.len() - matched_lines;
+        let score = matched_weight - DELETION_COST * deleted as i64;
+        let earlier = candidates.first().is_some_and(|&first| first < j);
+        return Some(EndChoice { end: j + 1, score, runner_up: Some(best.score), deleted, earlier });
+    }
+    Some(EndChoice { runner_up, ..best })
 }
 
 /// Weighted and plain counts of the lines a diff pairs between `region`
@@ -1110,5 +1380,72 @@ mod tests {
         let original = "fn a() {\n    one();\n}\n\nfn b() {\n}\n";
         let r = apply(original, &format!("{M}\n    one();\n}}\n\npub const LIMIT: usize = 3;\n{M}\n"));
         assert_eq!(r.text, "fn a() {\n    one();\n}\n\npub const LIMIT: usize = 3;\n\nfn b() {\n}\n");
+    }
+    #[test]
+    fn blank_lines_keep_the_original_whitespace_under_drift() {
+        let original = "fn main() {\n\tlet a = first();\n\n\tlet b = second();\n\tdone(a, b);\n}\n";
+        let update = format!("{M}\n    let a = first();\n  \n    let b = second();\n    done(a, b, 1);\n}}\n");
+        let r = apply(original, &update);
+        assert_eq!(r.text, original.replace("done(a, b)", "done(a, b, 1)"));
+    }
+
+    #[test]
+    fn a_line_re_indented_under_drift_takes_the_converted_depth() {
+        let original = "fn main() {\n\tif ready() {\n\t\tgo_on();\n\t}\n\t\tmisplaced_call();\n\tfinish_now();\n}\n";
+        let update =
+            format!("{M}\n    if ready() {{\n        go_on();\n    }}\n    misplaced_call();\n    finish_now();\n}}\n");
+        let r = apply(original, &update);
+        assert_eq!(r.text, original.replace("\t\tmisplaced", "\tmisplaced"));
+        assert!(!r.report.is_clean());
+    }
+
+    #[test]
+    fn lines_re_indented_by_the_edit_are_not_drift() {
+        let original = "fn pick(a: bool) -> u32 {\n    if a {\n        return 1;\n    } else {\n        match a {\n            _ => 2,\n        }\n    }\n}\n\nfn other() -> u32 {\n    3\n}\n";
+        let update = format!(
+            "fn pick(a: bool) -> u32 {{\n    if a {{\n        return 1;\n    }}\n    match a {{\n        _ => 2,\n    }}\n}}\n{M}\n"
+        );
+        let r = apply(original, &update);
+        assert_eq!(
+            r.text,
+            "fn pick(a: bool) -> u32 {\n    if a {\n        return 1;\n    }\n    match a {\n        _ => 2,\n    }\n}\n\nfn other() -> u32 {\n    3\n}\n"
+        );
+        assert_eq!(r.report.matching, Matching::Exact);
+    }
+
+    #[test]
+    fn a_piece_defining_the_next_item_rewrites_it() {
+        let original = "fn a() {\n    done();\n}\n\nfn b(x: u32) {\n    start(x);\n    finish(x);\n}\n\nfn c() {}\n";
+        let r = apply(original, &format!("{M}\n    done();\n}}\n\nfn b(x: u64) {{\n    done();\n}}\n{M}\n"));
+        assert_eq!(r.text, "fn a() {\n    done();\n}\n\nfn b(x: u64) {\n    done();\n}\n\nfn c() {}\n");
+        assert!(!r.report.is_clean());
+    }
+
+    #[test]
+    fn items_left_unused_after_a_snippet_without_closing_marker_are_deleted() {
+        let helper = "fn helper() {\n    one();\n    two();\n    three();\n    four();\n    five();\n    six();\n    seven();\n}\n";
+        let original = format!("use std::fmt;\n\nfn main() {{\n    helper();\n}}\n\n{helper}");
+        let r = apply(&original, &format!("{M}\nfn main() {{\n    one();\n}}\n"));
+        assert_eq!(r.text, "use std::fmt;\n\nfn main() {\n    one();\n}\n");
+        assert!(!r.report.is_clean());
+        // Still used, or never used before: kept (a closing marker implied).
+        let r = apply(&original, &format!("{M}\nfn main() {{\n    helper();\n    one();\n}}\n"));
+        assert_eq!(r.text, original.replace("    helper();\n}", "    helper();\n    one();\n}"));
+        let tests = helper.replace("fn helper", "fn check");
+        let original = format!("use std::fmt;\n\nfn main() {{\n    helper();\n}}\n\n{tests}");
+        let r = apply(&original, &format!("{M}\nfn main() {{\n    one();\n}}\n"));
+        assert_eq!(r.text, original.replace("    helper();\n}", "    one();\n}"));
+        assert!(!r.report.is_clean());
+    }
+
+    #[test]
+    fn trailing_context_found_unbroken_earlier_wins_over_a_better_alignment() {
+        let original = "fn run() {\n    if quick {\n        return fast(x);\n    }\n    let errors = vec![];\n    attempt {\n        return slow(\n            first_value,\n        );\n    }\n    attempt {\n        other();\n    }\n}\n";
+        let update = format!(
+            "{M}\n    if quick {{\n        return slow(\n            first_value,\n        );\n    }}\n    let errors = vec![];\n    attempt {{\n{M}\n"
+        );
+        let r = apply(original, &update);
+        assert_eq!(r.text, original.replace("return fast(x);", "return slow(\n            first_value,\n        );"));
+        assert!(!r.report.is_clean());
     }
 }
