@@ -243,6 +243,12 @@ fn merge_with(inputs: &Inputs<'_, '_>, matching: Matching) -> MergeResult {
                 }) {
                     issues.push(Issue::RedefinesItem { line: item.line_range.start });
                 }
+                if piece.marker_after
+                    && !issues.iter().any(|i| matches!(i, Issue::TrailNotFound))
+                    && resembles_following(original_lines, region.clone(), &spliced.tail)
+                {
+                    issues.push(Issue::ResemblesFollowing);
+                }
                 if spliced.longest_deletion >= UNSHOWN_DELETION {
                     issues.push(Issue::UnshownDeletion { lines: spliced.longest_deletion });
                 }
@@ -339,6 +345,7 @@ fn splice<'a>(
 ) -> Spliced<'a> {
     let (old_lines, new_lines) = (lines.original, lines.piece);
     let ops = capture_diff_slices(Algorithm::Myers, old, new);
+    let tail = changed_tail_lines(&ops, old_lines);
     let mut reindent = Reindent::default();
     if matching == Matching::IgnoreWhitespace {
         for op in &ops {
@@ -439,7 +446,79 @@ fn splice<'a>(
         }
     }
     removed.retain(|(_, name)| !defined.contains(name));
-    Spliced { guessed, longest_deletion, duplicated, defined, removed }
+    let tail = tail
+        .into_iter()
+        .filter_map(|(index, loose)| new_lines.get(index).map(|line| (line.text, loose)))
+        .filter(|(text, _)| line_weight(text) > TRIVIAL_WEIGHT)
+        .collect();
+    Spliced { guessed, longest_deletion, duplicated, defined, removed, tail }
+}
+
+/// The snippet lines (indices into the piece, and whether they were
+/// inserted without replacing any original line) of the last change of a
+/// splice's diff `ops` (`old`: the region's lines), when at most
+/// [`TAIL_CONTEXT`] unchanged lines follow it, [`TAIL_INFORMATIVE`] of them
+/// informative: the piece ends with a change and little context after it.
+fn changed_tail_lines(ops: &[DiffOp], old: &[Line<'_>]) -> Vec<(usize, bool)> {
+    let mut after = 0;
+    let mut informative = 0;
+    for op in ops.iter().rev() {
+        let (new_index, new_len, inserted) = match *op {
+            DiffOp::Equal { old_index, len, .. } => {
+                after += len;
+                let context = old.get(old_index..old_index + len).unwrap_or_default();
+                informative += context.iter().filter(|l| line_weight(l.text) > TRIVIAL_WEIGHT).count();
+                if after > TAIL_CONTEXT || informative > TAIL_INFORMATIVE {
+                    return Vec::new();
+                }
+                continue;
+            }
+            DiffOp::Insert { new_index, new_len, .. } => (new_index, new_len, true),
+            DiffOp::Replace { new_index, new_len, .. } => (new_index, new_len, false),
+            DiffOp::Delete { .. } => return Vec::new(),
+        };
+        return (new_index..new_index + new_len).map(|i| (i, inserted)).collect();
+    }
+    Vec::new()
+}
+
+/// Unchanged lines at most that may follow a piece's last change for it to
+/// count as the piece's changed end ([`changed_tail_lines`]).
+const TAIL_CONTEXT: usize = 3;
+
+/// Informative lines at most among those ([`TAIL_CONTEXT`]).
+const TAIL_INFORMATIVE: usize = 1;
+
+/// Original lines after a piece's region searched for lines like its
+/// changed end ([`Issue::ResemblesFollowing`]).
+const FOLLOWING_WINDOW: usize = 16;
+
+/// Inserted lines of a piece's changed end that, each resembled by one of
+/// the first this many non-blank original lines after its region (and
+/// resembling every one of them), read as a rewrite of those lines.
+const FOLLOWING_RESEMBLING: usize = 3;
+
+/// Whether the changed end of a piece (`tail`: its informative lines,
+/// and whether each was inserted without replacing) reads as a rewrite of
+/// original lines right after its `region`: one of its lines stands, once
+/// from the region's start on, within [`FOLLOWING_WINDOW`] lines after the
+/// region, or the first [`FOLLOWING_RESEMBLING`] non-blank lines after the
+/// region each resemble ([`resembles`]) an inserted one. The piece's context
+/// after the change may then have been found too early, and the change may
+/// replace those lines rather than stand before them.
+fn resembles_following(original: &[Line<'_>], region: Range<usize>, tail: &[(&str, bool)]) -> bool {
+    let rest = original.get(region.start..).unwrap_or_default();
+    let unique = |text: &str| rest.iter().filter(|l| l.text.trim() == text.trim()).count() == 1;
+    let following = original.get(region.end..).unwrap_or_default();
+    let exact = tail.iter().any(|&(new, _)| {
+        following.iter().take(FOLLOWING_WINDOW).any(|old| old.text.trim() == new.trim()) && unique(new)
+    });
+    let inserted: Vec<&str> = tail.iter().filter(|&&(_, inserted)| inserted).map(|&(new, _)| new).collect();
+    let mut next = following.iter().filter(|l| !l.text.trim().is_empty()).take(FOLLOWING_RESEMBLING);
+    let loose = inserted.len() >= FOLLOWING_RESEMBLING
+        && following.iter().filter(|l| !l.text.trim().is_empty()).count() >= FOLLOWING_RESEMBLING
+        && next.all(|old| inserted.iter().any(|new| resembles(old.text, new)));
+    exact || loose
 }
 
 /// The names the lines `range` of `lines` define ([`defined_name`], or a
@@ -529,6 +608,9 @@ struct Spliced<'a> {
     /// Definitions (line in the region, name) it removed without defining
     /// the name again.
     removed: Vec<(usize, &'a str)>,
+    /// Informative lines of the piece's changed end ([`changed_tail_lines`]),
+    /// with whether they were inserted without replacing.
+    tail: Vec<(&'a str, bool)>,
 }
 
 /// Whether two non-empty indents use different characters (tabs against
@@ -1436,6 +1518,20 @@ mod tests {
         let r = apply(&original, &format!("{M}\nfn main() {{\n    one();\n}}\n"));
         assert_eq!(r.text, original.replace("    helper();\n}", "    one();\n}"));
         assert!(!r.report.is_clean());
+    }
+
+    #[test]
+    fn a_changed_end_like_the_lines_after_its_region_is_flagged() {
+        let original = "/// Heading line.\n///\n/// The old wording of one sentence.\n/// The old wording of two sentences.\n/// The old wording of three sentences.\n///\n/// Note.\npub struct S;\n";
+        let update = format!(
+            "{M}\n/// Heading line.\n///\n/// The new wording of one sentence.\n/// The new wording of two sentences.\n/// The new wording of three sentences.\n///\n{M}\n"
+        );
+        let r = apply(original, &update);
+        assert!(!r.report.is_clean(), "{}", r.text);
+        // A new line that stands, once, right after the region: flagged too.
+        let original = "fn a() {\n    one();\n}\n\nfn b() {\n    two();\n}\n\nfn c() {\n    three_calls();\n}\n";
+        let r = apply(original, &format!("{M}\n    one();\n    three_calls();\n}}\n{M}\n"));
+        assert!(r.report.pieces.iter().any(|p| p.issues.contains(&Issue::ResemblesFollowing)), "{:?}", r.report);
     }
 
     #[test]

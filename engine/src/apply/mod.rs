@@ -171,6 +171,12 @@ pub enum Issue {
     /// Two ends of its region in the original align about equally well
     /// with it; the better (or nearer) was taken.
     AmbiguousEnd,
+    /// It ends with a change followed by little context, and the original
+    /// right after its region holds a line of that change (one standing
+    /// once from the region on), or opens with lines that each resemble an
+    /// inserted one: its context may have been found too early, and the
+    /// change may replace those lines rather than stand before them.
+    ResemblesFollowing,
     /// Its trailing context was found only after `deleted` original lines
     /// that the piece does not show, which it therefore deletes.
     LargeDeletion { deleted: usize },
