@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
-use graft_grammars::{is_marker_line, items, parse, Item, Language};
+use graft_grammars::{is_marker_line, items, parse, CommentSyntax, Item, Language};
 use similar::{capture_diff_slices, Algorithm, DiffOp};
 
 use super::text::{dominant_eol, key, line_weight, split_lines, Keys, Line};
@@ -202,7 +202,8 @@ fn merge_with(inputs: &Inputs<'_, '_>, matching: Matching) -> MergeResult {
                         .chain(original_lines.get(cursor..region.start).unwrap_or_default().iter().map(|l| l.text))
                         .chain(piece_lines.iter().map(|l| l.text))
                         .collect();
-                    if orphaned_tail(original_items, original_lines, region.end, &kept) {
+                    let syntax = language.map(Language::comment_syntax);
+                    if orphaned_tail(original_items, original_lines, region.end, &kept, syntax) {
                         if let Some(issue) = issues.get_mut(at) {
                             *issue = Issue::UnshownDeletion { lines: len - region.end };
                         }
@@ -312,10 +313,23 @@ fn redefined_next(items: &[Item], original: &[Line<'_>], piece: &[Line<'_>], reg
 /// and items whose names the original uses before `end` but the result's
 /// lines before them (`kept`) no longer do: the edit removed their last
 /// uses, and a snippet without a closing marker there removes them too.
-fn orphaned_tail(items: &[Item], original: &[Line<'_>], end: usize, kept: &[&str]) -> bool {
+/// Comments are read in the file's `syntax` (a block comment's ` * `
+/// continuation lines included).
+fn orphaned_tail(
+    items: &[Item],
+    original: &[Line<'_>],
+    end: usize,
+    kept: &[&str],
+    syntax: Option<CommentSyntax>,
+) -> bool {
     let tail: Vec<&Item> = items.iter().filter(|i| i.line_range.start >= end).collect();
     let covered = |line: usize| tail.iter().any(|i| i.line_range.contains(&line));
-    let comment = |text: &str| ["//", "#", "/*", "*"].iter().any(|p| text.trim_start().starts_with(p));
+    let comment = |text: &str| {
+        let text = text.trim_start();
+        syntax.is_some_and(|s| {
+            text.starts_with(s.line) || s.block.is_some_and(|(open, _)| text.starts_with(open) || text.starts_with('*'))
+        })
+    };
     let before = original.get(..end).unwrap_or_default();
     !tail.is_empty()
         && original
