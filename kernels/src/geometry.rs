@@ -63,6 +63,57 @@ pub fn skinny_blocks(n: usize) -> usize {
     n.div_ceil(MMA_WEIGHT_ROWS)
 }
 
+/// Weight rows of one block of the wide product (matmul.cu's WIDE_ROWS).
+pub const WIDE_ROWS: usize = 64;
+
+/// Tokens of one block of the wide product: 32 (the `_t4` kernels, 4 MMA
+/// tiles) or 64 (`_t8`).
+pub const WIDE_TOKENS: [usize; 2] = [32, 64];
+
+/// Stages of the wide product's shared-memory pipeline (matmul.cu's
+/// WIDE_STAGES), each 256 K values of the block's weight rows and tokens,
+/// rows padded to WIDE_STRIDE values.
+pub const WIDE_STAGES: usize = 3;
+pub const WIDE_STRIDE: usize = 288;
+
+/// Narrowest bucket whose bf16-input products may run the wide kernel
+/// (below it, the skinny kernel reads every weight once for all rows with
+/// less waste).
+pub const WIDE_MIN_ROWS: usize = 16;
+
+/// Tokens a block of the wide product takes at width `bucket`.
+pub fn wide_tokens(bucket: usize) -> usize {
+    if bucket <= WIDE_TOKENS[0] {
+        WIDE_TOKENS[0]
+    } else {
+        WIDE_TOKENS[1]
+    }
+}
+
+/// Dynamic shared memory of a wide product block of `tokens` tokens (the
+/// pipeline's stages; the warps' sums reuse them at the end).
+pub fn wide_shared_bytes(tokens: usize) -> usize {
+    WIDE_STAGES * (WIDE_ROWS + tokens) * WIDE_STRIDE * 2
+}
+
+/// The grid of a wide product of `n` weight rows at width `bucket`:
+/// (token tiles, row tiles).
+pub fn wide_grid(bucket: usize, n: usize) -> (usize, usize) {
+    (bucket.div_ceil(wide_tokens(bucket)), n.div_ceil(WIDE_ROWS))
+}
+
+/// Whether a product of `n` weight rows at width `bucket` on a GPU of `sms`
+/// multiprocessors runs the wide kernel: always at the widest bucket (the
+/// skinny kernel's 16-tile blocks are slower there even when the wide grid
+/// fills a fifth of the GPU), and from [`WIDE_MIN_ROWS`] rows when its grid
+/// (one block an SM) fills at least a quarter of the GPU; smaller grids
+/// leave the skinny kernel's 8-warp blocks more parallelism. Measured on
+/// the H200 (BENCHMARKS.md, "Wide products").
+pub fn prefers_wide(bucket: usize, n: usize, sms: usize) -> bool {
+    let (tokens, rows) = wide_grid(bucket, n);
+    bucket >= MAX_STEP_ROWS || (bucket >= WIDE_MIN_ROWS && 4 * tokens * rows >= sms)
+}
+
 /// Blocks of a grid-stride elementwise kernel over `total` elements: enough
 /// to fill `sms` multiprocessors several times, never more than needed.
 pub fn elementwise_blocks(total: usize, threads: usize, sms: usize) -> usize {
@@ -133,6 +184,37 @@ mod tests {
         assert_eq!(skinny_blocks(16), 1);
         assert_eq!(skinny_blocks(17), 2);
         assert_eq!(skinny_blocks(49152), 3072);
+    }
+
+    #[test]
+    fn wide_grids_cover_the_step_and_fill_the_gpu() {
+        // A 7B gate/up product at 128 rows: 592 row tiles of 64.
+        assert_eq!(wide_grid(128, 37888), (2, 592));
+        assert_eq!(wide_grid(32, 576), (1, 9));
+        for (bucket, n) in [(16, 4608), (32, 4608), (64, 576), (128, 3584), (128, 49152)] {
+            let (tokens, rows) = wide_grid(bucket, n);
+            assert!(tokens * wide_tokens(bucket) >= bucket && rows * WIDE_ROWS >= n);
+        }
+        assert!(prefers_wide(128, 576, 132), "the widest bucket always");
+        assert!(prefers_wide(32, 3584, 132), "56 blocks");
+        assert!(!prefers_wide(64, 896, 132), "14 blocks");
+        assert!(prefers_wide(16, 3072, 132), "48 blocks");
+        assert!(!prefers_wide(8, 49152, 132), "8-row steps stay skinny");
+    }
+
+    #[test]
+    fn wide_blocks_fit_the_shared_memory_of_a_hopper_sm() {
+        assert_eq!(wide_tokens(16), 32);
+        assert_eq!(wide_tokens(32), 32);
+        assert_eq!(wide_tokens(64), 64);
+        assert_eq!(wide_tokens(128), 64);
+        assert_eq!(wide_shared_bytes(64), 221184);
+        // The warps' sums (4 slots of 4 row groups x tiles x 4 values x 32
+        // lanes, f32) fit the stages they reuse.
+        for tokens in WIDE_TOKENS {
+            assert!(wide_shared_bytes(tokens) <= 227 * 1024);
+            assert!(4 * 4 * (tokens / 8) * 4 * 32 * 4 <= wide_shared_bytes(tokens));
+        }
     }
 
     #[test]

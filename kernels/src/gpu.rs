@@ -16,8 +16,8 @@ use std::ffi::c_void;
 use std::ptr::null_mut;
 
 use cudarc::driver::sys::{
-    cuLaunchKernelEx, CUevent_flags, CUgraphInstantiate_flags, CUlaunchAttribute, CUlaunchAttributeID,
-    CUlaunchAttributeValue, CUlaunchConfig, CUstreamCaptureMode,
+    cuLaunchKernelEx, CUevent_flags, CUfunction_attribute, CUgraphInstantiate_flags, CUlaunchAttribute,
+    CUlaunchAttributeID, CUlaunchAttributeValue, CUlaunchConfig, CUstreamCaptureMode,
 };
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, ValidAsZeroBits,
@@ -122,13 +122,28 @@ pub struct Gpu {
     /// start while the one ahead finishes; pdl.cuh): on sm_90 and later,
     /// unless `GRAFT_CUDA_PDL=0`.
     pdl: bool,
+    products: ProductKernels,
     functions: HashMap<&'static str, CudaFunction>,
 }
 
-/// The skinny products' entry points (matmul.cu): family, input form
+/// Which kernels run the products. Both give the same bits for a row
+/// (matmul.cu), so the choice is only about speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProductKernels {
+    /// The wide kernel where [`prefers_wide`] says so (bf16 input rows only),
+    /// the skinny one otherwise.
+    Auto,
+    /// The skinny kernel only (`GRAFT_CUDA_WIDE=0`).
+    Skinny,
+    /// The wide kernel for every bf16 input, at any width (the checks;
+    /// `GRAFT_CUDA_WIDE=1`).
+    Wide,
+}
+
+/// The products' entry points (matmul.cu). Skinny: family, input form
 /// (`_norm`: normalizes f32 rows itself, up to FUSED_NORM_MAX_ROWS rows),
-/// tile count.
-const SKINNY_KERNELS: [&str; 21] = [
+/// tile count; wide: family.
+const PRODUCT_KERNELS: [&str; 27] = [
     "skinny_t1",
     "skinny_t2",
     "skinny_t4",
@@ -150,6 +165,12 @@ const SKINNY_KERNELS: [&str; 21] = [
     "skinny_swiglu_norm_t2",
     "skinny_rope_norm_t1",
     "skinny_rope_norm_t2",
+    "wide_store_t4",
+    "wide_swiglu_t4",
+    "wide_rope_t4",
+    "wide_store_t8",
+    "wide_swiglu_t8",
+    "wide_rope_t8",
 ];
 
 /// Kernels of each module.
@@ -158,7 +179,7 @@ const KERNELS: [(&str, &[&str]); 7] = [
     ("norm", &["rms_norm"]),
     ("rope", &["qkv_rope_append"]),
     ("attention", &["attention"]),
-    ("matmul", &SKINNY_KERNELS),
+    ("matmul", &PRODUCT_KERNELS),
     ("sample", &["argmax_rows"]),
     ("init", &["fill_uniform_bf16"]),
 ];
@@ -212,47 +233,31 @@ impl ProductInput<'_> {
     }
 }
 
-/// A skinny product's shape: `rows` tokens (a width bucket) times a
-/// weight of `n` rows, run by the kernel `kernel`.
+/// A product's shape and the kernel that runs it: `rows` tokens (a width
+/// bucket) times a weight of `n` rows.
 struct Product {
     rows: usize,
     n: usize,
     kernel: &'static str,
+    config: LaunchConfig,
 }
 
-/// Checks x (rows, k), w (n, k) and the step buffer of a skinny product of
-/// `family` (`skinny`, `skinny_swiglu` or `skinny_rope`) and picks its
-/// kernel for the step's width and the input's form.
-fn product_shape(
-    family: &'static str,
-    input: &ProductInput<'_>,
-    w: &Ptr<'_, bf16>,
-    step: &Ptr<'_, u32>,
-    k: usize,
-) -> Result<Product> {
-    let x_len = input.len();
-    if k == 0 || !k.is_multiple_of(8) || !w.len.is_multiple_of(k) || !x_len.is_multiple_of(k) {
-        return Err(shape_err(family, format!("k = {k} (a multiple of 8) with x of {x_len} and w of {}", w.len)));
-    }
-    check_len(family, "step", step, STEP_WORDS)?;
-    let rows = x_len / k;
-    let bucket = bucket_for(rows)
-        .filter(|&b| b == rows)
-        .ok_or_else(|| shape_err(family, format!("{rows} rows is not a step width bucket {WIDTH_BUCKETS:?}")))?;
-    let normed = match input {
-        ProductInput::Rows(_) => "",
-        ProductInput::Normed { weight, .. } => {
-            check_len(family, "norm weight", weight, k)?;
-            "_norm"
-        }
+/// The wide kernel of a skinny family for blocks of `tokens` tokens.
+fn wide_kernel(family: &'static str, tokens: usize) -> Option<&'static str> {
+    let wide = match family {
+        "skinny" => "wide_store",
+        "skinny_swiglu" => "wide_swiglu",
+        "skinny_rope" => "wide_rope",
+        _ => return None,
     };
-    let name = format!("{family}{normed}_t{}", skinny_tiles(bucket));
-    let kernel = SKINNY_KERNELS
-        .iter()
-        .copied()
-        .find(|&kernel| kernel == name)
-        .ok_or_else(|| shape_err(family, format!("no kernel {name} for {rows} rows")))?;
-    Ok(Product { rows, n: w.len / k, kernel })
+    let name = format!("{wide}_t{}", tokens / MMA_TILE_ROWS);
+    PRODUCT_KERNELS.iter().copied().find(|&kernel| kernel == name)
+}
+
+/// The tokens a block of wide kernel `kernel` takes (`None` for others).
+fn wide_kernel_tokens(kernel: &str) -> Option<usize> {
+    let tiles: usize = kernel.strip_prefix("wide_")?.rsplit_once("_t")?.1.parse().ok()?;
+    Some(tiles * MMA_TILE_ROWS)
 }
 
 fn int(kernel: &'static str, name: &str, value: usize) -> Result<i32> {
@@ -296,11 +301,22 @@ impl Gpu {
                 let function = loaded
                     .load_function(kernel)
                     .map_err(KernelError::driver(format!("cuModuleGetFunction ({kernel})")))?;
+                if let Some(tokens) = wide_kernel_tokens(kernel) {
+                    let bytes = wide_shared_bytes(tokens) as i32;
+                    function
+                        .set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes)
+                        .map_err(KernelError::driver(format!("cuFuncSetAttribute ({kernel}, {bytes} bytes)")))?;
+                }
                 functions.insert(kernel, function);
             }
         }
         let pdl = major >= 9 && std::env::var_os("GRAFT_CUDA_PDL").is_none_or(|v| v != "0");
-        Ok(Self { ctx, stream, name, arch, sms, pdl, functions })
+        let products = match std::env::var("GRAFT_CUDA_WIDE").as_deref() {
+            Ok("0") => ProductKernels::Skinny,
+            Ok("1") => ProductKernels::Wide,
+            _ => ProductKernels::Auto,
+        };
+        Ok(Self { ctx, stream, name, arch, sms, pdl, products, functions })
     }
 
     /// The device's name, e.g. "NVIDIA H200".
@@ -325,6 +341,67 @@ impl Gpu {
     fn function(&self, name: &'static str) -> &CudaFunction {
         // Every name used below is in KERNELS, all loaded by `new`.
         &self.functions[name]
+    }
+
+    /// Checks x (rows, k), w (n, k) and the step buffer of a product of
+    /// `family` (`skinny`, `skinny_swiglu` or `skinny_rope`) and picks its
+    /// kernel for the step's width, the input's form and
+    /// [`Self::product_kernels`].
+    fn product(
+        &self,
+        family: &'static str,
+        input: &ProductInput<'_>,
+        w: &Ptr<'_, bf16>,
+        step: &Ptr<'_, u32>,
+        k: usize,
+    ) -> Result<Product> {
+        let x_len = input.len();
+        if k == 0 || !k.is_multiple_of(8) || !w.len.is_multiple_of(k) || !x_len.is_multiple_of(k) {
+            return Err(shape_err(family, format!("k = {k} (a multiple of 8) with x of {x_len} and w of {}", w.len)));
+        }
+        check_len(family, "step", step, STEP_WORDS)?;
+        let rows = x_len / k;
+        let n = w.len / k;
+        let bucket = bucket_for(rows)
+            .filter(|&b| b == rows)
+            .ok_or_else(|| shape_err(family, format!("{rows} rows is not a step width bucket {WIDTH_BUCKETS:?}")))?;
+        let normed = match input {
+            ProductInput::Rows(_) => "",
+            ProductInput::Normed { weight, .. } => {
+                check_len(family, "norm weight", weight, k)?;
+                "_norm"
+            }
+        };
+        let wide = normed.is_empty()
+            && match self.products {
+                ProductKernels::Auto => prefers_wide(bucket, n, self.sms),
+                ProductKernels::Skinny => false,
+                ProductKernels::Wide => true,
+            };
+        if let (true, Some(kernel)) = (wide, wide_kernel(family, wide_tokens(bucket))) {
+            let (token_tiles, row_tiles) = wide_grid(bucket, n);
+            let mut config = grid(token_tiles, row_tiles, 1, MATMUL_WARPS * 32);
+            config.shared_mem_bytes = wide_shared_bytes(wide_tokens(bucket)) as u32;
+            return Ok(Product { rows, n, kernel, config });
+        }
+        let name = format!("{family}{normed}_t{}", skinny_tiles(bucket));
+        let kernel = PRODUCT_KERNELS
+            .iter()
+            .copied()
+            .find(|&kernel| kernel == name)
+            .ok_or_else(|| shape_err(family, format!("no kernel {name} for {rows} rows")))?;
+        let config = grid(skinny_blocks(n), 1, 1, MATMUL_WARPS * 32);
+        Ok(Product { rows, n, kernel, config })
+    }
+
+    /// Which kernels run the products from now on (graphs captured before
+    /// keep theirs).
+    pub fn set_product_kernels(&mut self, products: ProductKernels) {
+        self.products = products;
+    }
+
+    pub fn product_kernels(&self) -> ProductKernels {
+        self.products
     }
 
     /// A zeroed buffer of `len` values.
@@ -616,14 +693,15 @@ impl Gpu {
         accumulate: bool,
     ) -> Result<()> {
         const K: &str = "skinny";
-        let Product { rows, n, kernel } = product_shape(K, &x, &w, &step, k)?;
+        let product = self.product(K, &x, &w, &step, k)?;
+        let (rows, n) = (product.rows, product.n);
         check_len(K, "y", &y, rows * n)?;
         let (n_i, k_i, acc) = (int(K, "n", n)?, int(K, "k", k)?, i32::from(accumulate));
         let mut args = x.args();
         args.extend(kernel_args![&w.raw, &y.raw, &step.raw, &n_i, &k_i, &acc]);
-        // SAFETY: matches matmul.cu's signature; x holds tiles * 8 rows
-        // (the bucket), lengths checked above.
-        unsafe { self.launch(kernel, grid(skinny_blocks(n), 1, 1, MATMUL_WARPS * 32), &mut args) }
+        // SAFETY: matches matmul.cu's signature; x holds the bucket's rows,
+        // lengths checked above.
+        unsafe { self.launch(product.kernel, product.config, &mut args) }
     }
 
     /// `out = silu(gate) * up` of `x @ w^T` for the step's rows, where `w`
@@ -631,7 +709,8 @@ impl Gpu {
     /// (2 inter rows of k); out (rows, inter) bf16.
     pub fn matmul_swiglu(&self, x: ProductInput, w: Ptr<bf16>, out: Ptr<bf16>, step: Ptr<u32>, k: usize) -> Result<()> {
         const K: &str = "skinny_swiglu";
-        let Product { rows, n, kernel } = product_shape(K, &x, &w, &step, k)?;
+        let product = self.product(K, &x, &w, &step, k)?;
+        let (rows, n) = (product.rows, product.n);
         if !n.is_multiple_of(16) {
             return Err(shape_err(K, format!("{n} gate/up rows (a multiple of 16)")));
         }
@@ -640,7 +719,7 @@ impl Gpu {
         let mut args = x.args();
         args.extend(kernel_args![&w.raw, &out.raw, &step.raw, &n_i, &k_i]);
         // SAFETY: matches matmul.cu's signature; lengths checked above.
-        unsafe { self.launch(kernel, grid(skinny_blocks(n), 1, 1, MATMUL_WARPS * 32), &mut args) }
+        unsafe { self.launch(product.kernel, product.config, &mut args) }
     }
 
     /// The QKV product of the step's rows with bias and RoPE in its
@@ -666,7 +745,8 @@ impl Gpu {
         if d == 0 || !d.is_multiple_of(16) || d > MAX_HEAD_DIM || hk == 0 || hq % hk != 0 {
             return Err(shape_err(K, format!("{hq} q heads, {hk} kv heads of dim {d} (a multiple of 16)")));
         }
-        let Product { rows, n, kernel } = product_shape(K, &x, &w, &step, k)?;
+        let product = self.product(K, &x, &w, &step, k)?;
+        let (rows, n) = (product.rows, product.n);
         if n != (hq + 2 * hk) * d {
             return Err(shape_err(K, format!("{n} weight rows for {hq} + 2 x {hk} heads of {d}")));
         }
@@ -698,7 +778,7 @@ impl Gpu {
         // SAFETY: matches matmul.cu's signature; lengths checked above. The
         // host guarantees every position of the step has a block in `table`
         // whose id is below the cache's block count (KvCache::reserve).
-        unsafe { self.launch(kernel, grid(skinny_blocks(n), 1, 1, MATMUL_WARPS * 32), &mut args) }
+        unsafe { self.launch(product.kernel, product.config, &mut args) }
     }
 
     /// The argmax of each of the step's logit rows into `out`.
@@ -723,5 +803,22 @@ impl Gpu {
         let mut args = kernel_args![&out.raw, &n, &seed, &scale];
         // SAFETY: matches init.cu's signature; writes `n` values of `out`.
         unsafe { self.launch(K, grid(blocks, 1, 1, ROW_THREADS), &mut args) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_wide_block_size_has_a_kernel_of_each_family() {
+        for tokens in WIDE_TOKENS {
+            for family in ["skinny", "skinny_swiglu", "skinny_rope"] {
+                let kernel = wide_kernel(family, tokens).expect("compiled");
+                assert_eq!(wide_kernel_tokens(kernel), Some(tokens), "{kernel}");
+            }
+        }
+        assert_eq!(wide_kernel("skinny_norm", 64), None);
+        assert_eq!(wide_kernel_tokens("skinny_t4"), None);
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! - `src/cu/*.cu`: the CUDA C sources, one module per op family (embedding
 //!   gather, RMSNorm, QKV post-processing with q/k norms, RoPE and KV append,
-//!   paged attention with its split merge, skinny tensor-core products with
-//!   fused epilogues (residual add, SwiGLU, bias + RoPE + KV append), argmax,
-//!   seeded fill), embedded with `include_str!`.
+//!   paged attention with its split merge, tensor-core products (skinny for
+//!   narrow steps, wide with shared-memory tiles for 32-128 rows, the same
+//!   bits either way) with fused epilogues (residual add, SwiGLU, bias +
+//!   RoPE + KV append), argmax, seeded fill), embedded with `include_str!`.
 //! - [`cache`]: run-time compilation by NVRTC for the device's architecture
 //!   (sm_90a on Hopper), PTX cached on disk keyed by (source hash, arch,
 //!   options).
@@ -24,7 +25,7 @@ pub mod geometry;
 pub mod gpu;
 
 pub use error::{KernelError, Result};
-pub use gpu::{AttentionShape, Buf, Gpu, Graph, ProductInput, Ptr, STEP_WORDS};
+pub use gpu::{AttentionShape, Buf, Gpu, Graph, ProductInput, ProductKernels, Ptr, STEP_WORDS};
 
 /// Tokens per KV block; the engine's paged cache uses the same (the
 /// kernels locate position p at block `table[p / 16]`, slot `p % 16`).

@@ -298,3 +298,205 @@ SKINNY(16, , BF16_PARAMS, BF16_INPUT)
 // FUSED_NORM_MAX_ROWS = 16: buckets 8 and 16.
 SKINNY(1, _norm, NORM_PARAMS, NORM_INPUT)
 SKINNY(2, _norm, NORM_PARAMS, NORM_INPUT)
+
+// ---------------------------------------------------------------------------
+// Wide products: the same products for steps of 32 to 128 rows of bf16 x,
+// with the weight and x staged in shared memory, so a block reads each
+// weight element once for up to 64 tokens and each x element once for 64
+// weight rows (the skinny kernel's blocks each re-read all of x through L2:
+// 2 GB for one 128-row gate/up product of a 7B model).
+//
+// They give the skinny kernel's bits: warp w again takes the 32-value K
+// chunks w, w + 8, ... in order, with the skinny kernel's fragments, and
+// the warps' sums meet in the same tree. What changes is the tile: WIDE_ROWS
+// weight rows (4 MMA row groups) times 8 TILES tokens per warp, and the
+// operands arrive through a WIDE_STAGES-deep cp.async pipeline, each stage
+// 256 contiguous K values (one chunk for each warp) of every row, so the
+// loads are coalesced. One block an SM (the registers); the pipeline's
+// depth hides the memory latency. Requires K % 8 == 0.
+
+#define WIDE_ROWS 64
+#define WIDE_STAGES 3
+// Row stride of a stage in bf16 values: 256 K values plus 32 of padding, so
+// the 8 lanes of a shared-memory phase (two rows) hit distinct banks.
+#define WIDE_STRIDE 288
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* global, bool ok) {
+    const unsigned dst = (unsigned)__cvta_generic_to_shared(smem);
+    // src-size 0 fills the 16 bytes with zeros (rows or K past the end).
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global), "r"(ok ? 16 : 0));
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Rows of one stage (WIDE_ROWS weight rows, then 8 TILES tokens) from
+// `src` (row0.. of `limit` valid rows, K = k) at K block `kb`: warp v
+// copies row v, v + 8, ... 16 bytes a lane.
+__device__ __forceinline__ void load_rows(__nv_bfloat16* stage, const __nv_bfloat16* src, int count, int row0,
+                                          int limit, int k, int kb) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int kk = kb * 256 + lane * 8;
+    for (int r = warp; r < count; r += WARPS) {
+        const bool ok = row0 + r < limit && kk < k;
+        cp_async16(stage + r * WIDE_STRIDE + lane * 8, ok ? src + (size_t)(row0 + r) * k + kk : src, ok);
+    }
+}
+
+template <int TILES, typename Epilogue>
+__device__ void wide(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
+                     const unsigned* __restrict__ step, int n, int k, const Epilogue& epilogue) {
+    extern __shared__ __align__(16) unsigned char wide_smem[];
+    constexpr int TOKENS = 8 * TILES, STAGE = (WIDE_ROWS + TOKENS) * WIDE_STRIDE;
+    __nv_bfloat16* stages = reinterpret_cast<__nv_bfloat16*>(wide_smem);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    const int token0 = (int)blockIdx.x * TOKENS, row0 = (int)blockIdx.y * WIDE_ROWS;
+    const int blocks = (k + 255) / 256;
+    // Prologue, while the kernel ahead may still run (pdl.cuh): the weight
+    // halves of the first stages (weights are never written).
+#pragma unroll
+    for (int s = 0; s < WIDE_STAGES - 1; ++s)
+        if (s < blocks) load_rows(stages + s * STAGE, w, WIDE_ROWS, row0, n, k, s);
+    wait_for_producers();
+    let_dependents_launch();
+    const int rows = (int)step[0];
+    if (token0 >= rows) {
+        cp_async_wait<0>();
+        return;
+    }
+#pragma unroll
+    for (int s = 0; s < WIDE_STAGES - 1; ++s) {
+        if (s < blocks) load_rows(stages + s * STAGE + WIDE_ROWS * WIDE_STRIDE, x, TOKENS, token0, rows, k, s);
+        cp_async_commit();
+    }
+    const int live_tiles = min(TILES, (rows - token0 + 7) / 8);
+    float acc[4][TILES][4];
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+        for (int j = 0; j < TILES; ++j) acc[r][j][0] = acc[r][j][1] = acc[r][j][2] = acc[r][j][3] = 0.0f;
+    for (int kb = 0; kb < blocks; ++kb) {
+        cp_async_wait<WIDE_STAGES - 2>();
+        __syncthreads();
+        // Warp w's chunk of this K block: values 32 w.. of every row.
+        const __nv_bfloat16* ws = stages + (kb % WIDE_STAGES) * STAGE + warp * 32 + 8 * c;
+        const __nv_bfloat16* xs = ws + WIDE_ROWS * WIDE_STRIDE;
+        uint4 b[TILES];
+#pragma unroll
+        for (int j = 0; j < TILES; ++j)
+            if (j < live_tiles) b[j] = *reinterpret_cast<const uint4*>(xs + (j * 8 + g) * WIDE_STRIDE);
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const uint4 lo = *reinterpret_cast<const uint4*>(ws + (r * 16 + g) * WIDE_STRIDE);
+            const uint4 hi = *reinterpret_cast<const uint4*>(ws + (r * 16 + g + 8) * WIDE_STRIDE);
+#pragma unroll
+            for (int j = 0; j < TILES; ++j) {
+                if (j < live_tiles) {
+                    mma_bf16(acc[r][j], lo.x, hi.x, lo.y, hi.y, b[j].x, b[j].y);
+                    mma_bf16(acc[r][j], lo.z, hi.z, lo.w, hi.w, b[j].z, b[j].w);
+                }
+            }
+        }
+        // Refill the stage the previous block used (everyone is past it).
+        const int next = kb + WIDE_STAGES - 1;
+        if (next < blocks) {
+            __nv_bfloat16* stage = stages + (next % WIDE_STAGES) * STAGE;
+            load_rows(stage, w, WIDE_ROWS, row0, n, k, next);
+            load_rows(stage + WIDE_ROWS * WIDE_STRIDE, x, TOKENS, token0, rows, k, next);
+        }
+        cp_async_commit();
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+    // The skinny kernel's tree through shared memory (the stages are free):
+    // warps 4..7 into 0..3, then 1..3 into 0, which leaves the totals in
+    // the free slot 3 for the epilogue.
+    constexpr int VALUES = 4 * TILES * 4;
+    float* partial = reinterpret_cast<float*>(wide_smem);
+    auto slot = [&](int s, int r, int j, int e) -> float& { return partial[((s * VALUES) + (r * TILES + j) * 4 + e) * 32 + lane]; };
+    if (warp >= WARPS / 2) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+#pragma unroll
+            for (int j = 0; j < TILES; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) slot(warp - WARPS / 2, r, j, e) = acc[r][j][e];
+    }
+    __syncthreads();
+    if (warp < WARPS / 2) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+#pragma unroll
+            for (int j = 0; j < TILES; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc[r][j][e] += slot(warp, r, j, e);
+    }
+    __syncthreads();
+    if (warp >= 1 && warp < WARPS / 2) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+#pragma unroll
+            for (int j = 0; j < TILES; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) slot(warp - 1, r, j, e) = acc[r][j][e];
+    }
+    __syncthreads();
+    if (warp == 0) {
+#pragma unroll
+        for (int other = 0; other < WARPS / 2 - 1; ++other)
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+#pragma unroll
+                for (int j = 0; j < TILES; ++j)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) acc[r][j][e] += slot(other, r, j, e);
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+#pragma unroll
+            for (int j = 0; j < TILES; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) slot(WARPS / 2 - 1, r, j, e) = acc[r][j][e];
+    }
+    __syncthreads();
+    // Every thread runs the epilogue on a share of the totals: pair
+    // (q, l) = lane l's sums of rows g and g + 8 of row group r for token
+    // j * 8 + 2c + p, q = (r * TILES + j) * 2 + p.
+    const float* totals = partial + (WARPS / 2 - 1) * VALUES * 32;
+    for (int pair = threadIdx.x; pair < 4 * TILES * 2 * 32; pair += WARPS * 32) {
+        const int l = pair & 31, q = pair >> 5, p = q & 1, rj = q >> 1;
+        const int r = rj / TILES, j = rj % TILES;
+        const int token = token0 + j * 8 + 2 * (l & 3) + p, group = row0 + r * 16;
+        if (token < rows && group < n)
+            epilogue(token, group + (l >> 2), totals[(rj * 4 + p) * 32 + l], totals[(rj * 4 + p + 2) * 32 + l]);
+    }
+}
+
+// The entry points of one tile count, with the skinny kernels' parameters:
+// wide_{store,swiglu,rope}_t<TILES>.
+#define WIDE(TILES)                                                                                               \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32, 1)                                                 \
+        wide_store_t##TILES(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,          \
+                            float* __restrict__ y, const unsigned* __restrict__ step, int n, int k,            \
+                            int accumulate) {                                                                   \
+        wide<TILES>(x, w, step, n, k, StoreF32{y, n, accumulate});                                               \
+    }                                                                                                           \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32, 1)                                                 \
+        wide_swiglu_t##TILES(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,         \
+                             __nv_bfloat16* __restrict__ out, const unsigned* __restrict__ step, int n, int k) { \
+        wide<TILES>(x, w, step, n, k, SwiGlu{out, n / 2});                                                       \
+    }                                                                                                           \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) wide_rope_t##TILES(                             \
+        const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, const unsigned* __restrict__ step, \
+        int n, int k, const float* __restrict__ bias, const float* __restrict__ inv_freq,                       \
+        const unsigned* __restrict__ table, float* __restrict__ q_out, __nv_bfloat16* __restrict__ k_cache,    \
+        __nv_bfloat16* __restrict__ v_cache, int hq, int hk, int d) {                                           \
+        wide<TILES>(x, w, step, n, k, RopeAppend{bias, inv_freq, step, table, q_out, k_cache, v_cache, hq, hk, d}); \
+    }
+
+// 32-token blocks (bucket 32) and 64-token blocks (buckets 64 and 128).
+WIDE(4)
+WIDE(8)

@@ -6,8 +6,10 @@
 //!    own bf16 inference errs more, that error: `--peer-errors`) on the tiny
 //!    fixture models and the default model's reference prompts; greedy tokens of the default model's
 //!    prompts identical on both backends; speculative output on the GPU
-//!    identical to plain greedy on the GPU. Any failure ends the run with an
-//!    error after every check was printed.
+//!    identical to plain greedy on the GPU; the wide product kernel giving
+//!    the skinny kernel's bits at every width, and both within
+//!    [`PRODUCT_ERROR_BOUND`] of an f64 product on the host. Any failure
+//!    ends the run with an error after every check was printed.
 //! 2. Step latency against width k for the default model (real weights) and
 //!    Qwen2.5-Coder shapes (weights drawn on the device from a seed), next to
 //!    the floors: weight and KV bytes over the measured copy bandwidth, the
@@ -24,7 +26,7 @@ use graft_engine::decode::draft::DEFAULT_MIN_NGRAM;
 use graft_engine::decode::{GenerateParams, PromptLookup, TextDraft};
 use graft_engine::model::config::{Architecture, ModelConfig, RopeScaling};
 use graft_engine::{Engine, EngineOptions};
-use graft_kernels::Gpu;
+use graft_kernels::{Gpu, ProductInput, ProductKernels, STEP_WORDS};
 use serde::Deserialize;
 
 /// Bound on ||gpu - cpu|| / ||cpu|| over a logit row: bf16 weights and
@@ -32,6 +34,16 @@ use serde::Deserialize;
 /// dozens of roundings per layer) against the f32 CPU reference. The tiny
 /// random fixture models come closest (their logits are small and flat).
 pub const REL_ERROR_BOUND: f64 = 5e-2;
+
+/// Bound on the relative L2 error of a product's outputs (bf16 operands,
+/// f32 accumulation) against the same product in f64 on the host.
+pub const PRODUCT_ERROR_BOUND: f64 = 1e-4;
+
+/// (weight rows n, k) of the product checks: SmolLM2's QKV, O, gate/up,
+/// down and head shapes, and the 7B QKV and down shapes (split and unsplit
+/// wide grids, K tails that end mid-chunk).
+const PRODUCT_SHAPES: [(usize, usize); 7] =
+    [(960, 576), (576, 576), (3072, 576), (576, 1536), (49152, 576), (4608, 3584), (3584, 18944)];
 
 /// Transformers' own bf16-against-f32 logit errors on the default model's
 /// reference prompts (bench/hf_bf16_error.py's output).
@@ -145,8 +157,8 @@ fn compare_logits(cpu: &mut Engine, gpu: &mut Engine, ids: &[u32]) -> anyhow::Re
 
 fn checks(args: &BenchGpuArgs, model_path: &Path) -> anyhow::Result<usize> {
     let device = Device::Cuda(args.ordinal);
-    let mut failures = 0;
     println!("## correctness (bound: relative L2 error of a logit row <= {REL_ERROR_BOUND})");
+    let mut failures = check_products(args.ordinal)?;
     for name in ["tiny-llama", "tiny-qwen2", "tiny-qwen3"] {
         let dir = args.fixtures.join("models").join(name);
         let text = std::fs::read_to_string(dir.join("reference.json"))
@@ -230,6 +242,90 @@ fn checks(args: &BenchGpuArgs, model_path: &Path) -> anyhow::Result<usize> {
     }
     Ok(failures)
 }
+
+/// Values in [-1, 1) from a seed (xorshift), as bf16.
+fn seeded_bf16(len: usize, mut seed: u64) -> Vec<half::bf16> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            half::bf16::from_f32((seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+        })
+        .collect()
+}
+
+/// Runs one product of the first `rows` of `x` (bucket `bucket`) with the
+/// given kernels and reads back `rows` output rows, as bits.
+#[allow(clippy::too_many_arguments)]
+fn run_product(
+    gpu: &mut Gpu,
+    kernels: ProductKernels,
+    x: &graft_kernels::Buf<half::bf16>,
+    w: &graft_kernels::Buf<half::bf16>,
+    y: &mut graft_kernels::Buf<f32>,
+    step: &mut graft_kernels::Buf<u32>,
+    (bucket, rows, n, k): (usize, usize, usize, usize),
+) -> anyhow::Result<Vec<u32>> {
+    gpu.set_product_kernels(kernels);
+    gpu.write(step, 0, &[rows as u32, 0])?;
+    // NaN everywhere first: an output the kernel fails to write cannot pass.
+    gpu.write(y, 0, &vec![f32::NAN; bucket * n])?;
+    let input = ProductInput::Rows(x.range(0, bucket * k).context("x holds 128 rows")?);
+    let out = y.range(0, bucket * n).context("y holds 128 rows")?;
+    gpu.matmul(input, w.ptr(), out, step.ptr(), k, false)?;
+    Ok(gpu.read(y, 0, rows * n)?.into_iter().map(f32::to_bits).collect())
+}
+
+/// The product checks: for each of [`PRODUCT_SHAPES`] and every width
+/// bucket (one row short of it, so masking is exercised), the wide kernel's
+/// output equals the skinny kernel's bit for bit, every row equals the same
+/// row of the 128-row step, and the outputs are within
+/// [`PRODUCT_ERROR_BOUND`] of f64 on a sample of entries.
+fn check_products(ordinal: usize) -> anyhow::Result<usize> {
+    let cache = graft_engine::home::graft_home().join("kernels");
+    let mut gpu = Gpu::new(ordinal, &cache)?;
+    let mut failures = 0;
+    for (index, (n, k)) in PRODUCT_SHAPES.into_iter().enumerate() {
+        let x_host = seeded_bf16(MAX_ROWS * k, 0x9e37 + index as u64);
+        let w_host = seeded_bf16(n * k, 0x7f4a + index as u64);
+        let (x, w) = (gpu.upload(&x_host)?, gpu.upload(&w_host)?);
+        let mut y = gpu.zeros::<f32>(MAX_ROWS * n)?;
+        let mut step = gpu.zeros::<u32>(STEP_WORDS)?;
+        let full =
+            run_product(&mut gpu, ProductKernels::Skinny, &x, &w, &mut y, &mut step, (MAX_ROWS, MAX_ROWS, n, k))?;
+        let (mut same, mut independent) = (true, true);
+        for bucket in graft_kernels::geometry::WIDTH_BUCKETS {
+            let shape = (bucket, bucket - 1, n, k);
+            let skinny = run_product(&mut gpu, ProductKernels::Skinny, &x, &w, &mut y, &mut step, shape)?;
+            let wide = run_product(&mut gpu, ProductKernels::Wide, &x, &w, &mut y, &mut step, shape)?;
+            same &= skinny == wide;
+            independent &= skinny[..] == full[..skinny.len()];
+        }
+        // The f64 product on a sample of (row, output) entries of the full step.
+        let (mut err, mut norm) = (0.0f64, 0.0f64);
+        for sample in 0..4096usize {
+            let (row, col) = (sample * 7 % MAX_ROWS, sample * 7919 % n);
+            let exact: f64 = (0..k).map(|i| f64::from(x_host[row * k + i]) * f64::from(w_host[col * k + i])).sum();
+            let got = f64::from(f32::from_bits(full[row * n + col]));
+            err += (got - exact).powi(2);
+            norm += exact.powi(2);
+        }
+        let rel = (err / norm.max(f64::MIN_POSITIVE)).sqrt();
+        let ok = same && independent && rel <= PRODUCT_ERROR_BOUND;
+        failures += usize::from(!ok);
+        println!(
+            "product  {n:>5} x {k:<5} widths 8..128: wide = skinny bits {same}, rows = 128-row step {independent}, \
+             rel err {rel:.1e}  {}",
+            pass(ok)
+        );
+    }
+    gpu.set_product_kernels(ProductKernels::Auto);
+    Ok(failures)
+}
+
+/// Rows of the largest step.
+const MAX_ROWS: usize = graft_kernels::geometry::MAX_STEP_ROWS;
 
 fn pass(ok: bool) -> &'static str {
     if ok {
