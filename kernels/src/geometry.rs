@@ -21,8 +21,12 @@ pub const MATMUL_WARPS: usize = 8;
 /// attention result never depends on how many rows share its step.
 pub const ATTENTION_SPLITS: usize = 16;
 
-/// Threads per attention block.
-pub const ATTENTION_THREADS: usize = 128;
+/// KV positions an attention block stages in shared memory at a time
+/// (attention.cu's CHUNK).
+pub const ATTENTION_CHUNK: usize = 64;
+
+/// Most warps of an attention block: one a (row, query head) unit.
+pub const ATTENTION_MAX_WARPS: usize = 32;
 
 /// Largest head dimension the attention and RoPE kernels hold in shared
 /// memory.
@@ -63,6 +67,25 @@ pub fn skinny_blocks(n: usize) -> usize {
     n.div_ceil(MMA_WEIGHT_ROWS)
 }
 
+/// Rows an attention block takes at width `bucket` when each KV head serves
+/// `group` query heads: one in narrow steps (more blocks), and in steps of
+/// 32 rows and more as many as keep the block at 16 warps (at most 4), so a
+/// staged KV chunk serves several rows.
+pub fn attention_rows_per_block(bucket: usize, group: usize) -> usize {
+    if bucket >= 32 {
+        (16 / group.max(1)).clamp(1, 4)
+    } else {
+        1
+    }
+}
+
+/// Dynamic shared memory of an attention block of `warps` warps for heads
+/// of `head_dim`: the chunk's K (transposed) and V in bf16, then each
+/// warp's query row and probabilities in f32.
+pub fn attention_shared_bytes(head_dim: usize, warps: usize) -> usize {
+    2 * head_dim * ATTENTION_CHUNK * 2 + warps * (head_dim + ATTENTION_CHUNK) * 4
+}
+
 /// Weight rows of one block of the wide product (matmul.cu's WIDE_ROWS).
 pub const WIDE_ROWS: usize = 64;
 
@@ -81,25 +104,36 @@ pub const WIDE_STRIDE: usize = 288;
 /// less waste).
 pub const WIDE_MIN_ROWS: usize = 16;
 
-/// Tokens a block of the wide product takes at width `bucket`.
-pub fn wide_tokens(bucket: usize) -> usize {
-    if bucket <= WIDE_TOKENS[0] {
-        WIDE_TOKENS[0]
-    } else {
-        WIDE_TOKENS[1]
-    }
-}
-
 /// Dynamic shared memory of a wide product block of `tokens` tokens (the
 /// pipeline's stages; the warps' sums reuse them at the end).
 pub fn wide_shared_bytes(tokens: usize) -> usize {
     WIDE_STAGES * (WIDE_ROWS + tokens) * WIDE_STRIDE * 2
 }
 
-/// The grid of a wide product of `n` weight rows at width `bucket`:
-/// (token tiles, row tiles).
-pub fn wide_grid(bucket: usize, n: usize) -> (usize, usize) {
-    (bucket.div_ceil(wide_tokens(bucket)), n.div_ceil(WIDE_ROWS))
+/// The blocks of a wide product: `tokens` tokens each (one of
+/// [`WIDE_TOKENS`]), `token_tiles` x `row_tiles` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WideGrid {
+    pub tokens: usize,
+    pub token_tiles: usize,
+    pub row_tiles: usize,
+}
+
+impl WideGrid {
+    pub fn blocks(&self) -> usize {
+        self.token_tiles * self.row_tiles
+    }
+}
+
+/// The grid of a wide product of `n` weight rows at width `bucket` on a GPU
+/// of `sms` multiprocessors: 64-token blocks, or 32-token blocks for
+/// buckets of at most 32 rows and where 64-token blocks would not fill half
+/// the GPU (twice the blocks, each half the work).
+pub fn wide_grid(bucket: usize, n: usize, sms: usize) -> WideGrid {
+    let row_tiles = n.div_ceil(WIDE_ROWS);
+    let [narrow, wide] = WIDE_TOKENS;
+    let tokens = if bucket <= narrow || 2 * bucket.div_ceil(wide) * row_tiles < sms { narrow } else { wide };
+    WideGrid { tokens, token_tiles: bucket.div_ceil(tokens), row_tiles }
 }
 
 /// Whether a product of `n` weight rows at width `bucket` on a GPU of `sms`
@@ -110,8 +144,7 @@ pub fn wide_grid(bucket: usize, n: usize) -> (usize, usize) {
 /// leave the skinny kernel's 8-warp blocks more parallelism. Measured on
 /// the H200 (BENCHMARKS.md, "Wide products").
 pub fn prefers_wide(bucket: usize, n: usize, sms: usize) -> bool {
-    let (tokens, rows) = wide_grid(bucket, n);
-    bucket >= MAX_STEP_ROWS || (bucket >= WIDE_MIN_ROWS && 4 * tokens * rows >= sms)
+    bucket >= MAX_STEP_ROWS || (bucket >= WIDE_MIN_ROWS && 4 * wide_grid(bucket, n, sms).blocks() >= sms)
 }
 
 /// Blocks of a grid-stride elementwise kernel over `total` elements: enough
@@ -188,26 +221,27 @@ mod tests {
 
     #[test]
     fn wide_grids_cover_the_step_and_fill_the_gpu() {
-        // A 7B gate/up product at 128 rows: 592 row tiles of 64.
-        assert_eq!(wide_grid(128, 37888), (2, 592));
-        assert_eq!(wide_grid(32, 576), (1, 9));
+        let grid = |tokens, token_tiles, row_tiles| WideGrid { tokens, token_tiles, row_tiles };
+        // A 7B gate/up product at 128 rows: 592 row tiles of 64, 64 tokens.
+        assert_eq!(wide_grid(128, 37888, 132), grid(64, 2, 592));
+        // SmolLM2's O product at 128 rows: 18 blocks of 64 tokens would
+        // leave most SMs idle, so 36 of 32.
+        assert_eq!(wide_grid(128, 576, 132), grid(32, 4, 9));
+        assert_eq!(wide_grid(32, 37888, 132), grid(32, 1, 592));
         for (bucket, n) in [(16, 4608), (32, 4608), (64, 576), (128, 3584), (128, 49152)] {
-            let (tokens, rows) = wide_grid(bucket, n);
-            assert!(tokens * wide_tokens(bucket) >= bucket && rows * WIDE_ROWS >= n);
+            let g = wide_grid(bucket, n, 132);
+            assert!(WIDE_TOKENS.contains(&g.tokens));
+            assert!(g.token_tiles * g.tokens >= bucket && g.row_tiles * WIDE_ROWS >= n);
         }
         assert!(prefers_wide(128, 576, 132), "the widest bucket always");
         assert!(prefers_wide(32, 3584, 132), "56 blocks");
-        assert!(!prefers_wide(64, 896, 132), "14 blocks");
+        assert!(!prefers_wide(64, 896, 132), "28 blocks");
         assert!(prefers_wide(16, 3072, 132), "48 blocks");
         assert!(!prefers_wide(8, 49152, 132), "8-row steps stay skinny");
     }
 
     #[test]
     fn wide_blocks_fit_the_shared_memory_of_a_hopper_sm() {
-        assert_eq!(wide_tokens(16), 32);
-        assert_eq!(wide_tokens(32), 32);
-        assert_eq!(wide_tokens(64), 64);
-        assert_eq!(wide_tokens(128), 64);
         assert_eq!(wide_shared_bytes(64), 221184);
         // The warps' sums (4 slots of 4 row groups x tiles x 4 values x 32
         // lanes, f32) fit the stages they reuse.
@@ -215,6 +249,22 @@ mod tests {
             assert!(wide_shared_bytes(tokens) <= 227 * 1024);
             assert!(4 * 4 * (tokens / 8) * 4 * 32 * 4 <= wide_shared_bytes(tokens));
         }
+    }
+
+    #[test]
+    fn attention_blocks_stay_within_a_block_and_its_shared_memory() {
+        assert_eq!(attention_rows_per_block(8, 3), 1);
+        assert_eq!(attention_rows_per_block(128, 3), 4, "SmolLM2: 12 warps");
+        assert_eq!(attention_rows_per_block(128, 7), 2, "Qwen2.5 7B: 14 warps");
+        assert_eq!(attention_rows_per_block(64, 32), 1);
+        for group in [1, 2, 3, 6, 7, 8, 16, 32] {
+            for bucket in WIDTH_BUCKETS {
+                let warps = group * attention_rows_per_block(bucket, group);
+                assert!(warps <= ATTENTION_MAX_WARPS, "group {group}, bucket {bucket}");
+            }
+        }
+        assert_eq!(attention_shared_bytes(64, 3), 16384 + 3 * 128 * 4);
+        assert!(attention_shared_bytes(MAX_HEAD_DIM, ATTENTION_MAX_WARPS) <= 227 * 1024);
     }
 
     #[test]

@@ -301,8 +301,12 @@ impl Gpu {
                 let function = loaded
                     .load_function(kernel)
                     .map_err(KernelError::driver(format!("cuModuleGetFunction ({kernel})")))?;
-                if let Some(tokens) = wide_kernel_tokens(kernel) {
-                    let bytes = wide_shared_bytes(tokens) as i32;
+                let shared = match kernel {
+                    "attention" => Some(attention_shared_bytes(MAX_HEAD_DIM, ATTENTION_MAX_WARPS)),
+                    _ => wide_kernel_tokens(kernel).map(wide_shared_bytes),
+                };
+                if let Some(bytes) = shared {
+                    let bytes = bytes as i32;
                     function
                         .set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes)
                         .map_err(KernelError::driver(format!("cuFuncSetAttribute ({kernel}, {bytes} bytes)")))?;
@@ -378,10 +382,10 @@ impl Gpu {
                 ProductKernels::Skinny => false,
                 ProductKernels::Wide => true,
             };
-        if let (true, Some(kernel)) = (wide, wide_kernel(family, wide_tokens(bucket))) {
-            let (token_tiles, row_tiles) = wide_grid(bucket, n);
-            let mut config = grid(token_tiles, row_tiles, 1, MATMUL_WARPS * 32);
-            config.shared_mem_bytes = wide_shared_bytes(wide_tokens(bucket)) as u32;
+        let plan = wide_grid(bucket, n, self.sms);
+        if let (true, Some(kernel)) = (wide, wide_kernel(family, plan.tokens)) {
+            let mut config = grid(plan.token_tiles, plan.row_tiles, 1, MATMUL_WARPS * 32);
+            config.shared_mem_bytes = wide_shared_bytes(plan.tokens) as u32;
             return Ok(Product { rows, n, kernel, config });
         }
         let name = format!("{family}{normed}_t{}", skinny_tiles(bucket));
@@ -651,6 +655,10 @@ impl Gpu {
         if d == 0 || !d.is_multiple_of(8) || d > MAX_HEAD_DIM || hk == 0 || hq % hk != 0 {
             return Err(shape_err(K, format!("{hq} q heads, {hk} kv heads of dim {d}")));
         }
+        let group = hq / hk;
+        if group > ATTENTION_MAX_WARPS {
+            return Err(shape_err(K, format!("{group} query heads a KV head (at most {ATTENTION_MAX_WARPS})")));
+        }
         if !q.len.is_multiple_of(hq * d) {
             return Err(shape_err(K, format!("q of {} values is not rows of {}", q.len, hq * d)));
         }
@@ -660,7 +668,10 @@ impl Gpu {
         check_len(K, "counters", &counters, rows * hq)?;
         check_len(K, "out", &out, rows * hq * d)?;
         check_cache(K, &cache, hk * d)?;
-        let (hq_i, hk_i, d_i) = (int(K, "hq", hq)?, int(K, "hk", hk)?, int(K, "d", d)?);
+        let per_block = attention_rows_per_block(rows, group);
+        let warps = group * per_block;
+        let (hq_i, hk_i, d_i, per_block_i) =
+            (int(K, "hq", hq)?, int(K, "hk", hk)?, int(K, "d", d)?, int(K, "r", per_block)?);
         let scale = 1.0 / (d as f32).sqrt();
         let mut args = kernel_args![
             &q.raw,
@@ -674,11 +685,16 @@ impl Gpu {
             &hq_i,
             &hk_i,
             &d_i,
+            &per_block_i,
             &scale
         ];
-        // SAFETY: matches attention.cu's signature; lengths checked above;
-        // the block table covers every visible position (KvCache::reserve).
-        unsafe { self.launch(K, grid(hq, rows, ATTENTION_SPLITS, ATTENTION_THREADS), &mut args) }
+        let mut config = grid(hk, rows.div_ceil(per_block), ATTENTION_SPLITS, warps * 32);
+        config.shared_mem_bytes = attention_shared_bytes(d, warps) as u32;
+        // SAFETY: matches attention.cu's signature; lengths checked above
+        // (the counters of rows / per_block row groups of hk KV heads fit
+        // rows * hq); the block table covers every visible position
+        // (KvCache::reserve).
+        unsafe { self.launch(K, config, &mut args) }
     }
 
     /// `y (+)= x @ w^T` for the step's rows: x (rows, k), w (n, k) bf16,

@@ -1,118 +1,35 @@
 // Attention of a block of query rows over the paged bf16 KV cache, causal
 // inside the block (row t sees positions 0..=start+t), split along the KV
-// length: block (head, row, split) walks the chunks split, split + S, ...
-// with an online softmax and writes (max, sum, unnormalized output). The
-// last of a (row, head)'s S blocks to finish (counted on a per-(row, head)
-// counter, which it resets) merges the S partials in split order into the
-// bf16 output, so no second kernel is launched. S is fixed for all widths,
-// so a row's result does not depend on how many rows share its step.
+// length. Block (kv head, row group, split) stages each CHUNK positions of
+// its KV head in shared memory once (K transposed, V as is) for all the
+// query heads of the GQA group and the R rows of the row group, one warp a
+// (row, query head) unit; the split walks chunks split, split + S, ... with
+// an online softmax and writes (max, sum, unnormalized output). The last of
+// a (row group, kv head)'s S blocks to finish (a counter, which it resets)
+// merges each unit's S partials in split order into the bf16 output, so no
+// second kernel is launched.
+//
+// A row's result does not depend on the step's width or on R: S is fixed,
+// a warp iterates exactly the chunks its row sees, positions past the row's
+// end weigh exactly 0 (their scores are -inf), and every sum runs in a
+// fixed order.
 #include <cuda_bf16.h>
 
 #define BLOCK_TOKENS 16
 #define CHUNK 64
-#define THREADS 128
-#define MAX_HEAD_DIM 256
 // -infinity without math.h (NVRTC has no standard headers).
 #define NEG_INF (-__int_as_float(0x7f800000))
+#define MAX_UNIT_PAIRS 4  // MAX_HEAD_DIM / 64: pairs of output values a lane owns
+#define STAGE_BATCH 4     // staging tasks a thread loads before it stores them
 
-// One split's (max, sum, unnormalized output) of (head h, row t).
-__device__ void attend_split(const float* __restrict__ q, const __nv_bfloat16* __restrict__ k_cache,
-                             const __nv_bfloat16* __restrict__ v_cache, const unsigned* __restrict__ table,
-                             float* __restrict__ partial, int hq, int hk, int d, float scale, int h, int t,
-                             int split, int splits, int visible) {
-    __shared__ float qs[MAX_HEAD_DIM];
-    __shared__ float probs[CHUNK];
-    __shared__ unsigned entries[CHUNK];
-    __shared__ float sums[THREADS];  // (groups - 1, d): groups * d <= THREADS
-    __shared__ float chunk_maxes[CHUNK / 32], chunk_sums[CHUNK / 32];
-    const int tid = threadIdx.x;
-    const int kv_head = h / (hq / hk);
-    for (int e = tid; e < d; e += THREADS) qs[e] = q[(size_t)t * hq * d + h * d + e];
-    // Output: thread owns element e = tid % d of position group tid / d
-    // (THREADS / d groups share a chunk's positions), combined at the end.
-    const int groups = THREADS / d > 0 ? THREADS / d : 1;
-    const int e_own = tid % d, group = tid / d;
-    float m = NEG_INF, l = 0.0f, o = 0.0f, o_hi = 0.0f;
-    for (int c0 = split * CHUNK; c0 < visible; c0 += splits * CHUNK) {
-        __syncthreads();
-        // Scores: one thread a position (a whole dot product, 16-byte loads).
-        float score = NEG_INF;
-        if (tid < CHUNK) {
-            const int p = c0 + tid;
-            unsigned entry = 0u;
-            if (p < visible) {
-                entry = table[p / BLOCK_TOKENS] * BLOCK_TOKENS + p % BLOCK_TOKENS;
-                const uint4* key = reinterpret_cast<const uint4*>(k_cache + ((size_t)entry * hk + kv_head) * d);
-                float dot = 0.0f;
-#pragma unroll 4
-                for (int v = 0; v < d / 8; ++v) {
-                    const uint4 raw = __ldg(key + v);
-                    const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) {
-                        const float2 f = __bfloat1622float2(pairs[i]);
-                        dot += qs[v * 8 + 2 * i] * f.x + qs[v * 8 + 2 * i + 1] * f.y;
-                    }
-                }
-                score = dot * scale;
-            }
-            entries[tid] = entry;
-        }
-        // The chunk's max and sum: shuffles inside each of its CHUNK / 32
-        // warps, then their results through shared memory.
-        float chunk_max = score;
-        for (int offset = 16; offset > 0; offset >>= 1)
-            chunk_max = fmaxf(chunk_max, __shfl_xor_sync(0xffffffffu, chunk_max, offset));
-        if (tid < CHUNK && (tid & 31) == 0) chunk_maxes[tid >> 5] = chunk_max;
-        __syncthreads();
-        float m_new = m;
-        for (int w = 0; w < CHUNK / 32; ++w) m_new = fmaxf(m_new, chunk_maxes[w]);
-        const float correction = expf(m - m_new);
-        float prob = tid < CHUNK ? expf(score - m_new) : 0.0f;
-        if (tid < CHUNK) probs[tid] = prob;
-        for (int offset = 16; offset > 0; offset >>= 1) prob += __shfl_xor_sync(0xffffffffu, prob, offset);
-        if (tid < CHUNK && (tid & 31) == 0) chunk_sums[tid >> 5] = prob;
-        __syncthreads();
-        float sum = 0.0f;
-        for (int w = 0; w < CHUNK / 32; ++w) sum += chunk_sums[w];
-        l = l * correction + sum;
-        o *= correction;
-        o_hi *= correction;
-        // Positions past `visible` have probability 0 and entry 0 (a valid
-        // address), so the loop runs the whole chunk with no branch.
-        if (group < groups) {
-#pragma unroll 8
-            for (int j = group; j < CHUNK; j += groups) {
-                const __nv_bfloat16* value = v_cache + ((size_t)entries[j] * hk + kv_head) * d;
-                o += probs[j] * __bfloat162float(value[e_own]);
-                if (d > THREADS) o_hi += probs[j] * __bfloat162float(value[e_own + THREADS]);
-            }
-        }
-        m = m_new;
-    }
-    // Sum the groups' outputs in group order.
-    __syncthreads();
-    if (group < groups && group > 0) sums[(group - 1) * d + e_own] = o;
-    __syncthreads();
-    float* out = partial + (((size_t)t * hq + h) * splits + split) * (d + 2);
-    if (tid == 0) {
-        out[0] = m;
-        out[1] = l;
-    }
-    if (group == 0) {
-        for (int other = 1; other < groups; ++other) o += sums[(other - 1) * d + e_own];
-        out[2 + e_own] = o;
-        if (d > THREADS) out[2 + e_own + THREADS] = o_hi;
-    }
-}
-
-// Merges the S partials of (head h, row t) in split order into `dst`.
+// Merges the S partials of one unit in split order into `dst` (a warp).
 __device__ void combine_splits(const float* __restrict__ base, __nv_bfloat16* __restrict__ dst, int d, int splits,
                                int visible) {
+    const int lane = threadIdx.x & 31;
     const int active = min(splits, (visible + CHUNK - 1) / CHUNK);
     float m = NEG_INF;
     for (int s = 0; s < active; ++s) m = fmaxf(m, __ldcg(base + s * (d + 2)));
-    for (int e = threadIdx.x; e < d; e += THREADS) {
+    for (int e = lane; e < d; e += 32) {
         float l = 0.0f, o = 0.0f;
         for (int s = 0; s < active; ++s) {
             const float ms = __ldcg(base + s * (d + 2));
@@ -125,33 +42,153 @@ __device__ void combine_splits(const float* __restrict__ base, __nv_bfloat16* __
     }
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS)
+// Dynamic shared memory: K^T (d, CHUNK) and V (CHUNK, d) bf16, then per
+// warp its query row (d floats) and its chunk's probabilities (CHUNK).
+extern "C" __global__ void
 attention(const float* __restrict__ q,                // (rows, hq*d), RoPE applied
           const __nv_bfloat16* __restrict__ k_cache,  // (blocks, 16, hk, d)
           const __nv_bfloat16* __restrict__ v_cache,  // (blocks, 16, hk, d)
           const unsigned* __restrict__ step,          // [n, start]
           const unsigned* __restrict__ table,         // block table
           float* __restrict__ partial,                // (rows, hq, S, d + 2)
-          unsigned* __restrict__ counters,            // (rows, hq), zero between launches
+          unsigned* __restrict__ counters,            // (row groups, hk), zero between launches
           __nv_bfloat16* __restrict__ out,            // (rows, hq*d)
-          int hq, int hk, int d, float scale) {
-    __shared__ bool last;
+          int hq, int hk, int d, int rows_per_block, float scale) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    __nv_bfloat16* kt = reinterpret_cast<__nv_bfloat16*>(smem);
+    __nv_bfloat16* vs = kt + d * CHUNK;
+    float* qs = reinterpret_cast<float*>(vs + CHUNK * d);
+    const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float* my_q = qs + warp * d;
+    float* my_probs = qs + warps * d + warp * CHUNK;
     wait_for_producers();
     let_dependents_launch();
-    const int h = blockIdx.x, t = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
+    const int kv_head = blockIdx.x, group = hq / hk, split = blockIdx.z, splits = gridDim.z;
+    const int n = (int)step[0], start = (int)step[1];
+    const int t0 = blockIdx.y * rows_per_block;
     // Rows past the step's count are never read (the products mask them).
-    if ((unsigned)t >= step[0]) return;
-    const int visible = (int)step[1] + t + 1;
-    // A split with no chunk writes nothing (the merge reads only the splits
-    // that hold positions) but is still counted.
-    if (split * CHUNK < visible) attend_split(q, k_cache, v_cache, table, partial, hq, hk, d, scale, h, t, split, splits, visible);
+    if (t0 >= n) return;
+    // This warp's unit: row t, query head h.
+    const int t = t0 + warp / group, h = kv_head * group + warp % group;
+    const bool live = t < n;
+    const int visible = live ? start + t + 1 : 0;
+    const int last_row = min(t0 + rows_per_block, n) - 1;
+    const int block_visible = start + last_row + 1;
+    if (live)
+        for (int e = lane; e < d; e += 32) my_q[e] = q[(size_t)t * hq * d + h * d + e];
+    // Output values 2 lane + 64 i and the next (bf16 pairs of V).
+    float m = NEG_INF, l = 0.0f, o[MAX_UNIT_PAIRS][2];
+#pragma unroll
+    for (int i = 0; i < MAX_UNIT_PAIRS; ++i) o[i][0] = o[i][1] = 0.0f;
+    const int parts = d / 8, tasks = CHUNK * parts;
+    for (int c0 = split * CHUNK; c0 < block_visible; c0 += splits * CHUNK) {
+        __syncthreads();
+        // Stage the chunk: task (position p, 8 values `part`), V as is, K
+        // transposed; positions past the block's rows are zeros. Loads of
+        // STAGE_BATCH tasks go out before their stores.
+        for (int first = threadIdx.x; first < tasks; first += STAGE_BATCH * blockDim.x) {
+            uint4 kv[STAGE_BATCH], vv[STAGE_BATCH];
+#pragma unroll
+            for (int b = 0; b < STAGE_BATCH; ++b) {
+                const int task = first + b * blockDim.x, p = task % CHUNK, pos = c0 + p;
+                kv[b] = vv[b] = make_uint4(0u, 0u, 0u, 0u);
+                if (task < tasks && pos < block_visible) {
+                    const size_t entry = (size_t)table[pos / BLOCK_TOKENS] * BLOCK_TOKENS + pos % BLOCK_TOKENS;
+                    const size_t at = (entry * hk + kv_head) * d + (task / CHUNK) * 8;
+                    kv[b] = __ldg(reinterpret_cast<const uint4*>(k_cache + at));
+                    vv[b] = __ldg(reinterpret_cast<const uint4*>(v_cache + at));
+                }
+            }
+#pragma unroll
+            for (int b = 0; b < STAGE_BATCH; ++b) {
+                const int task = first + b * blockDim.x, p = task % CHUNK, part = task / CHUNK;
+                if (task < tasks) {
+                    *reinterpret_cast<uint4*>(vs + p * d + part * 8) = vv[b];
+                    const __nv_bfloat16* kvals = reinterpret_cast<const __nv_bfloat16*>(&kv[b]);
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) kt[(part * 8 + j) * CHUNK + p] = kvals[j];
+                }
+            }
+        }
+        __syncthreads();
+        if (c0 >= visible) continue;  // warp-uniform: this row sees none of the chunk
+        // Scores of positions 2 lane and 2 lane + 1: the dot products over
+        // each half of K in order, then the halves added.
+        const int p0 = c0 + 2 * lane, half = d / 2;
+        float s0a = 0.0f, s1a = 0.0f, s0b = 0.0f, s1b = 0.0f;
+        for (int e = 0; e < half; ++e) {
+            const float2 ka = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(kt + e * CHUNK + 2 * lane));
+            const float2 kb =
+                __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(kt + (e + half) * CHUNK + 2 * lane));
+            s0a = fmaf(my_q[e], ka.x, s0a);
+            s1a = fmaf(my_q[e], ka.y, s1a);
+            s0b = fmaf(my_q[e + half], kb.x, s0b);
+            s1b = fmaf(my_q[e + half], kb.y, s1b);
+        }
+        const float s0 = p0 < visible ? (s0a + s0b) * scale : NEG_INF;
+        const float s1 = p0 + 1 < visible ? (s1a + s1b) * scale : NEG_INF;
+        float chunk_max = fmaxf(s0, s1);
+        for (int offset = 16; offset > 0; offset >>= 1)
+            chunk_max = fmaxf(chunk_max, __shfl_xor_sync(0xffffffffu, chunk_max, offset));
+        const float m_new = fmaxf(m, chunk_max);
+        const float correction = expf(m - m_new);
+        const float e0 = expf(s0 - m_new), e1 = expf(s1 - m_new);
+        my_probs[2 * lane] = e0;
+        my_probs[2 * lane + 1] = e1;
+        float sum = e0 + e1;
+        for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+        l = l * correction + sum;
+        __syncwarp();
+        // Probabilities times V: four chains over the positions p % 4, added
+        // pairwise, onto the corrected output.
+#pragma unroll
+        for (int i = 0; i < MAX_UNIT_PAIRS; ++i) {
+            const int e = 2 * lane + 64 * i;
+            if (e < d) {
+                float acc[4][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}, {0.0f, 0.0f}, {0.0f, 0.0f}};
+                for (int p = 0; p < CHUNK; p += 4) {
+#pragma unroll
+                    for (int c = 0; c < 4; ++c) {
+                        const float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(vs + (p + c) * d + e));
+                        acc[c][0] = fmaf(my_probs[p + c], v.x, acc[c][0]);
+                        acc[c][1] = fmaf(my_probs[p + c], v.y, acc[c][1]);
+                    }
+                }
+#pragma unroll
+                for (int x = 0; x < 2; ++x)
+                    o[i][x] = o[i][x] * correction + ((acc[0][x] + acc[1][x]) + (acc[2][x] + acc[3][x]));
+            }
+        }
+        m = m_new;
+        __syncwarp();
+    }
+    if (live) {
+        float* mine = partial + (((size_t)t * hq + h) * splits + split) * (d + 2);
+        // A split with no chunk of this row writes nothing (the merge reads
+        // only the splits that hold its positions).
+        if (split * CHUNK < visible) {
+            if (lane == 0) {
+                mine[0] = m;
+                mine[1] = l;
+            }
+#pragma unroll
+            for (int i = 0; i < MAX_UNIT_PAIRS; ++i) {
+                const int e = 2 * lane + 64 * i;
+                if (e < d) {
+                    mine[2 + e] = o[i][0];
+                    mine[3 + e] = o[i][1];
+                }
+            }
+        }
+    }
     __threadfence();
     __syncthreads();
-    unsigned* counter = counters + (size_t)t * hq + h;
-    if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == (unsigned)splits - 1;
-    __syncthreads();
+    unsigned* counter = counters + (size_t)blockIdx.y * hk + kv_head;
+    const bool last = __syncthreads_or(threadIdx.x == 0 && atomicAdd(counter, 1u) == (unsigned)splits - 1);
     if (!last) return;
     __threadfence();
-    combine_splits(partial + ((size_t)t * hq + h) * splits * (d + 2), out + (size_t)t * hq * d + h * d, d, splits, visible);
+    if (live)
+        combine_splits(partial + ((size_t)t * hq + h) * splits * (d + 2), out + (size_t)t * hq * d + h * d, d, splits,
+                       visible);
     if (threadIdx.x == 0) *counter = 0u;
 }
