@@ -6,9 +6,11 @@
 #
 # 1. bench/hf_bf16_error.py: transformers' own bf16-vs-f32 logit error on the
 #    default model's reference prompts (the scale `--peer-errors` uses).
-# 2. graft bench gpu: GPU vs CPU logits on the tiny fixture models and the
-#    default model's reference prompts (relative error bound printed),
-#    identical greedy tokens, speculative = greedy on the GPU; then step
+# 2. graft bench gpu: the wide product kernel = the skinny one bit for bit
+#    on 7 shapes at every width; GPU vs CPU logits on the tiny fixture models
+#    and the default model's reference prompts (relative error bound
+#    printed), identical greedy tokens (up to a measured near-tie),
+#    speculative = greedy on the GPU; then step
 #    latency vs width for the default model and seeded Qwen2.5-Coder shapes
 #    next to the floors; then the default model's steps again with
 #    programmatic dependent launch off (GRAFT_CUDA_PDL=0), for its share.
