@@ -90,6 +90,9 @@ struct State {
     /// and with the head.
     graphs: Vec<[Option<Graph>; 2]>,
     host_meta: Vec<u32>,
+    /// While step timing is on, the device ms of the steps run since the
+    /// last [`DeviceModel::take_step_time`].
+    step_ms: Option<f64>,
 }
 
 /// A model on the GPU with its KV pool: the part of the backend that needs
@@ -210,6 +213,7 @@ impl DeviceModel {
             scratch,
             graphs: WIDTH_BUCKETS.iter().map(|_| [None, None]).collect(),
             host_meta: vec![0; meta_len],
+            step_ms: None,
         };
         let Globals { embed, head, final_norm } = globals;
         let inv_freq = gpu.upload(&c.rope_inv_freq())?;
@@ -478,7 +482,13 @@ impl DeviceModel {
             let end = start + offset + chunk.len();
             let blocks = &seq.blocks()[..end.div_ceil(BLOCK_TOKENS)];
             let logits = logits_for.iter().any(|row| (offset..offset + chunk.len()).contains(row));
-            self.run_step(&mut state, chunk, start + offset, blocks, logits)?;
+            match state.step_ms {
+                Some(total) => {
+                    let ms = self.gpu.time_ms(|_| self.run_step(&mut state, chunk, start + offset, blocks, logits))?;
+                    state.step_ms = Some(total + f64::from(ms));
+                }
+                None => self.run_step(&mut state, chunk, start + offset, blocks, logits)?,
+            }
             if logits {
                 rows(self, &mut state, offset, chunk.len())?;
             }
@@ -525,6 +535,25 @@ impl DeviceModel {
             Ok(())
         })?;
         Ok(ids)
+    }
+
+    /// Turns step timing on or off: while on, each step's device time (its
+    /// metadata copy and kernels, between two events) is added up for
+    /// [`Self::take_step_time`], and each step waits for itself, which costs
+    /// the host a synchronization a step. For benchmarks that split a
+    /// step's wall time into device and host time.
+    pub fn set_step_timing(&self, on: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.step_ms = on.then_some(0.0);
+    }
+
+    /// Device ms of the steps run since step timing was turned on or last
+    /// taken (`None` while it is off); starts the count again.
+    pub fn take_step_time(&self) -> Option<f64> {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let taken = state.step_ms;
+        state.step_ms = taken.map(|_| 0.0);
+        taken
     }
 
     /// Device time in ms of one captured step of `tokens.len()` tokens at

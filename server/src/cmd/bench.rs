@@ -144,6 +144,11 @@ pub struct BenchSpecArgs {
     /// for peer benchmarks on the same work (bench/hf_peer.py).
     #[arg(long)]
     dump_cases: Option<PathBuf>,
+    /// On the GPU: time every decode step's device work with events and
+    /// report each mode's decode time a step split into device and host
+    /// (each step then waits for itself: the decode times grow a little).
+    #[arg(long)]
+    device_time: bool,
 }
 
 /// One case of the JSONL file.
@@ -173,6 +178,8 @@ struct ModeTotals {
     tokens: usize,
     steps: usize,
     decode_secs: f64,
+    /// The decode's device time (`--device-time`).
+    device_secs: f64,
     /// Output tokens of every case, the prefill's included.
     outputs: usize,
     /// Per case: prefill + decode, in ms.
@@ -278,15 +285,21 @@ pub fn spec(args: BenchSpecArgs) -> anyhow::Result<()> {
         let params = GenerateParams::new(cap, eos.clone());
 
         let prefilled = engine.prefill(&prompt)?;
+        // The prefill's device time is not the decode's.
+        step_time(&engine, args.device_time)?;
         let mut drafters: [Box<dyn Drafter>; 3] = [
             Box::new(NoDraft),
             Box::new(PromptLookup::new(&sources, DEFAULT_MIN_NGRAM)),
             Box::new(TextDraft::new(expected)),
         ];
         let mut generations = Vec::with_capacity(3);
-        for drafter in &mut drafters {
+        let mut device_secs = [0.0f64; 3];
+        for (drafter, device) in drafters.iter_mut().zip(&mut device_secs) {
             match engine.generate_from(&prefilled, &params, drafter.as_mut(), args.max_width, |_| {}) {
-                Ok(generation) => generations.push(generation),
+                Ok(generation) => {
+                    generations.push(generation);
+                    *device = step_time(&engine, args.device_time)?.unwrap_or(0.0) / 1e3;
+                }
                 Err(err) => {
                     engine.release_prompt(prefilled);
                     return Err(err.into());
@@ -320,8 +333,9 @@ pub fn spec(args: BenchSpecArgs) -> anyhow::Result<()> {
             ms(text),
             speedup(text)
         );
-        for (total, generation) in totals.iter_mut().zip(&generations) {
+        for ((total, generation), device) in totals.iter_mut().zip(&generations).zip(device_secs) {
             total.add(generation);
+            total.device_secs += device;
         }
         if let Some(out) = dump.as_mut() {
             use std::io::Write;
@@ -370,5 +384,39 @@ pub fn spec(args: BenchSpecArgs) -> anyhow::Result<()> {
         );
     }
     println!("(latency: prefill + decode of one case; output tok/s: all output tokens over all prefill + decode time)");
+    if args.device_time {
+        println!();
+        println!("{:<8} {:>14} {:>14} {:>14}", "mode", "decode ms/step", "device ms", "host ms");
+        for (name, total) in ["none", "lookup", "text"].iter().zip(&totals) {
+            let per_step = |secs: f64| secs * 1e3 / total.steps.max(1) as f64;
+            println!(
+                "{name:<8} {:>14.3} {:>14.3} {:>14.3}",
+                per_step(total.decode_secs),
+                per_step(total.device_secs),
+                per_step(total.decode_secs - total.device_secs)
+            );
+        }
+        println!("(a decode step's wall time, its device time between events, and the rest, spent on the host)");
+    }
     Ok(())
+}
+
+/// With `on` (`--device-time`): the device ms of the steps since the last
+/// call (step timing is turned on at the first); `Err` off the GPU.
+fn step_time(engine: &graft_engine::Engine, on: bool) -> anyhow::Result<Option<f64>> {
+    if !on {
+        return Ok(None);
+    }
+    match engine.backend() {
+        #[cfg(feature = "cuda")]
+        graft_engine::backend::Backend::Cuda(backend) => {
+            let model = backend.model();
+            let taken = model.take_step_time();
+            if taken.is_none() {
+                model.set_step_timing(true);
+            }
+            Ok(taken)
+        }
+        _ => anyhow::bail!("--device-time needs the GPU backend (--device cuda)"),
+    }
 }
