@@ -349,8 +349,8 @@ impl Gpu {
 
     /// Checks x (rows, k), w (n, k) and the step buffer of a product of
     /// `family` (`skinny`, `skinny_swiglu` or `skinny_rope`) and picks its
-    /// kernel for the step's width, the input's form and
-    /// [`Self::product_kernels`].
+    /// kernel for the step's width, the input's form and the
+    /// [`ProductKernels`] choice.
     fn product(
         &self,
         family: &'static str,
@@ -402,10 +402,6 @@ impl Gpu {
     /// keep theirs).
     pub fn set_product_kernels(&mut self, products: ProductKernels) {
         self.products = products;
-    }
-
-    pub fn product_kernels(&self) -> ProductKernels {
-        self.products
     }
 
     /// A zeroed buffer of `len` values.

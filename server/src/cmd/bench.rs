@@ -233,6 +233,9 @@ pub fn spec(args: BenchSpecArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&cases_path).with_context(|| format!("reading {}", cases_path.display()))?;
     let model_path = crate::resolve_model(args.model)?;
     let mut engine = load_engine(&model_path, args.device)?;
+    if args.device_time {
+        start_step_timing(&engine)?;
+    }
     let context = engine.config().max_position;
     let mut dump = match &args.dump_cases {
         Some(path) => Some(std::io::BufWriter::new(
@@ -286,7 +289,7 @@ pub fn spec(args: BenchSpecArgs) -> anyhow::Result<()> {
 
         let prefilled = engine.prefill(&prompt)?;
         // The prefill's device time is not the decode's.
-        step_time(&engine, args.device_time)?;
+        take_step_ms(&engine);
         let mut drafters: [Box<dyn Drafter>; 3] = [
             Box::new(NoDraft),
             Box::new(PromptLookup::new(&sources, DEFAULT_MIN_NGRAM)),
@@ -298,7 +301,7 @@ pub fn spec(args: BenchSpecArgs) -> anyhow::Result<()> {
             match engine.generate_from(&prefilled, &params, drafter.as_mut(), args.max_width, |_| {}) {
                 Ok(generation) => {
                     generations.push(generation);
-                    *device = step_time(&engine, args.device_time)?.unwrap_or(0.0) / 1e3;
+                    *device = take_step_ms(&engine) / 1e3;
                 }
                 Err(err) => {
                     engine.release_prompt(prefilled);
@@ -401,22 +404,24 @@ pub fn spec(args: BenchSpecArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// With `on` (`--device-time`): the device ms of the steps since the last
-/// call (step timing is turned on at the first); `Err` off the GPU.
-fn step_time(engine: &graft_engine::Engine, on: bool) -> anyhow::Result<Option<f64>> {
-    if !on {
-        return Ok(None);
-    }
+/// Turns on the GPU's step timing (`--device-time`); `Err` off the GPU.
+fn start_step_timing(engine: &graft_engine::Engine) -> anyhow::Result<()> {
     match engine.backend() {
         #[cfg(feature = "cuda")]
         graft_engine::backend::Backend::Cuda(backend) => {
-            let model = backend.model();
-            let taken = model.take_step_time();
-            if taken.is_none() {
-                model.set_step_timing(true);
-            }
-            Ok(taken)
+            backend.model().set_step_timing(true);
+            Ok(())
         }
         _ => anyhow::bail!("--device-time needs the GPU backend (--device cuda)"),
+    }
+}
+
+/// Device ms of the GPU steps since the last call while step timing is on;
+/// 0 otherwise.
+fn take_step_ms(engine: &graft_engine::Engine) -> f64 {
+    match engine.backend() {
+        #[cfg(feature = "cuda")]
+        graft_engine::backend::Backend::Cuda(backend) => backend.model().take_step_time().unwrap_or(0.0),
+        _ => 0.0,
     }
 }

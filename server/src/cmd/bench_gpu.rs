@@ -42,8 +42,8 @@ pub const REL_ERROR_BOUND: f64 = 5e-2;
 pub const PRODUCT_ERROR_BOUND: f64 = 1e-4;
 
 /// (weight rows n, k) of the product checks: SmolLM2's QKV, O, gate/up,
-/// down and head shapes, and the 7B QKV and down shapes (split and unsplit
-/// wide grids, K tails that end mid-chunk).
+/// down and head shapes, and the 7B QKV and down shapes (32- and 64-token
+/// wide blocks, K that ends inside a 256-value stage).
 const PRODUCT_SHAPES: [(usize, usize); 7] =
     [(960, 576), (576, 576), (3072, 576), (576, 1536), (49152, 576), (4608, 3584), (3584, 18944)];
 
