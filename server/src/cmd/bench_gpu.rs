@@ -10,10 +10,13 @@
 //!    measured error of each other, bf16 may pick either); speculative output on the GPU
 //!    identical to plain greedy on the GPU; the wide product kernel giving
 //!    the skinny kernel's bits at every width, and both within
-//!    [`PRODUCT_ERROR_BOUND`] of an f64 product on the host. Any failure
-//!    ends the run with an error after every check was printed.
+//!    [`PRODUCT_ERROR_BOUND`] of an f64 product on the host; each row's
+//!    logits bit for bit the same whatever the width of the step that ran
+//!    it ([`check_width_invariance`], on the tiny models, the default model
+//!    and the seeded shapes: what lossless speculation rests on). Any
+//!    failure ends the run with an error after every check was printed.
 //! 2. Step latency against width k for the default model (real weights) and
-//!    Qwen2.5-Coder shapes (weights drawn on the device from a seed), next to
+//!    seeded shapes (weights drawn on the device from a seed), next to
 //!    the floors: weight and KV bytes over the measured copy bandwidth, the
 //!    products' FLOPs over the bf16 rate, and the measured cost of a
 //!    kernel launched from a CUDA graph times the kernels of a step.
@@ -62,6 +65,19 @@ struct PeerError {
 /// Step widths measured.
 const WIDTHS: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
 
+/// Step lengths the width-invariance check feeds a continuation in, after
+/// steps of one token: every width bucket, full and partly masked.
+const INVARIANCE_STEPS: [usize; 6] = [5, 12, 20, 40, 64, 100];
+
+/// Tokens the width-invariance check feeds after its prompt (fewer when
+/// the model's context is shorter).
+const INVARIANCE_TOKENS: usize = 100;
+
+/// Seeded shapes the width-invariance check runs on besides the real
+/// models: the default model's (its products preload), a Qwen2.5 one with
+/// GQA groups of 7 and the 7B one (wide grids, unfused RMSNorm).
+const INVARIANCE_SHAPES: [&str; 3] = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-7b"];
+
 #[derive(Args)]
 pub struct BenchGpuArgs {
     /// A GGUF file or a Hugging Face model directory (default: the default model).
@@ -84,7 +100,8 @@ pub struct BenchGpuArgs {
     #[arg(long, default_value_t = 790.0)]
     bf16_tflops: f64,
     /// Shapes to time: default (the model's real weights) and any of
-    /// qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, qwen2.5-coder-7b.
+    /// smollm2-135m (the default model's shape), qwen2.5-coder-0.5b,
+    /// qwen2.5-coder-1.5b, qwen2.5-coder-7b.
     #[arg(
         long,
         value_delimiter = ',',
@@ -186,6 +203,66 @@ fn near_tie(
     Ok(NearTie { margin: logit(cpu_token) - logit(gpu_token), noise: (relative_error * rms) as f32 })
 }
 
+/// Logits of every token of `continuation` after `prompt`, fed in steps of
+/// `step` tokens on `model` (a sequence of its own, released after).
+fn continuation_logits(
+    model: &DeviceModel,
+    prompt: &[u32],
+    continuation: &[u32],
+    step: usize,
+) -> anyhow::Result<Vec<f32>> {
+    let mut kv = model.kv_cache();
+    let mut seq = kv.new_sequence();
+    model.forward(&mut kv, &mut seq, prompt, &[prompt.len() - 1])?;
+    let mut values = Vec::new();
+    for chunk in continuation.chunks(step) {
+        let rows: Vec<usize> = (0..chunk.len()).collect();
+        values.extend(model.forward(&mut kv, &mut seq, chunk, &rows)?.values);
+    }
+    kv.release(&mut seq);
+    Ok(values)
+}
+
+/// Whether every row's logits are bit for bit the same when its token runs
+/// in a step of one token and in steps of each of [`INVARIANCE_STEPS`]
+/// tokens: a speculative verify step of k drafts must give what k single
+/// steps give. Prints the result; returns the failures (0 or 1).
+fn check_width_invariance(model: &DeviceModel, name: &str, ids: &[u32]) -> anyhow::Result<usize> {
+    let prompt = &ids[..ids.len().min(8)];
+    let room = model.config().max_position.saturating_sub(prompt.len() + 1);
+    let continuation: Vec<u32> = ids.iter().cycle().skip(3).take(INVARIANCE_TOKENS.min(room)).copied().collect();
+    anyhow::ensure!(!prompt.is_empty() && !continuation.is_empty(), "{name}: no tokens to check widths on");
+    let single = continuation_logits(model, prompt, &continuation, 1)?;
+    let vocab = model.config().vocab_size;
+    let mut differ = Vec::new();
+    for step in INVARIANCE_STEPS.iter().copied().filter(|&s| s <= continuation.len()) {
+        let wide = continuation_logits(model, prompt, &continuation, step)?;
+        let rows = single.chunks(vocab).zip(wide.chunks(vocab));
+        let bad = rows.filter(|(a, b)| a.iter().zip(b.iter()).any(|(x, y)| x.to_bits() != y.to_bits())).count();
+        if bad > 0 || wide.len() != single.len() {
+            differ.push(format!("{bad} rows at steps of {step}"));
+        }
+    }
+    let ok = differ.is_empty();
+    let detail = if ok { String::new() } else { format!(" ({})", differ.join(", ")) };
+    println!(
+        "widths   {name:<24} {} tokens in steps of 1 and {INVARIANCE_STEPS:?}: same bits{detail}  {}",
+        continuation.len(),
+        pass(ok)
+    );
+    Ok(usize::from(!ok))
+}
+
+/// [`check_width_invariance`] on a fresh device copy of `engine`'s model
+/// (so the engine's own KV cache is left as it is).
+fn check_engine_widths(engine: &Engine, ordinal: usize, name: &str, ids: &[u32]) -> anyhow::Result<usize> {
+    let Backend::Cuda(backend) = engine.backend() else { bail!("the engine is not on the GPU") };
+    let gpu = Gpu::new(ordinal, &graft_engine::home::graft_home().join("kernels"))?;
+    let blocks = (ids.len().min(8) + INVARIANCE_TOKENS).div_ceil(16) + 2;
+    let model = DeviceModel::new(gpu, backend.config().clone(), backend.weights(), blocks)?;
+    check_width_invariance(&model, name, ids)
+}
+
 fn checks(args: &BenchGpuArgs, model_path: &Path) -> anyhow::Result<usize> {
     let device = Device::Cuda(args.ordinal);
     println!("## correctness (bound: relative L2 error of a logit row <= {REL_ERROR_BOUND})");
@@ -214,6 +291,15 @@ fn checks(args: &BenchGpuArgs, model_path: &Path) -> anyhow::Result<usize> {
         let ok = spec == greedy && spec_text == greedy;
         failures += usize::from(!ok);
         println!("spec     {name:<24} 16 tokens: speculative output = gpu greedy  {}", pass(ok));
+        failures += check_engine_widths(&gpu, args.ordinal, name, &reference.sequence_ids)?;
+    }
+    let cache = graft_engine::home::graft_home().join("kernels");
+    for shape in INVARIANCE_SHAPES {
+        let config = seeded_shape(shape).with_context(|| format!("unknown shape `{shape}`"))?;
+        let ids: Vec<u32> = (0..64).map(|i| (i * 7919 % config.vocab_size) as u32).collect();
+        let blocks = (8 + INVARIANCE_TOKENS).div_ceil(16) + 2;
+        let model = DeviceModel::random(Gpu::new(args.ordinal, &cache)?, config, 0x5eed, blocks)?;
+        failures += check_width_invariance(&model, &format!("{shape} (seeded)"), &ids)?;
     }
     if args.checks == Checks::Tiny {
         return Ok(failures);
@@ -231,6 +317,9 @@ fn checks(args: &BenchGpuArgs, model_path: &Path) -> anyhow::Result<usize> {
     };
     let (mut cpu, mut gpu) = (load(model_path, Device::Cpu)?, load(model_path, device)?);
     println!("gpu      {}", gpu.backend().describe());
+    if let Some(prompt) = reference.prompts.first() {
+        failures += check_engine_widths(&gpu, args.ordinal, &format!("default/{}", prompt.name), &prompt.input_ids)?;
+    }
     for prompt in &reference.prompts {
         let (err, row, typical) = compare_logits(&mut cpu, &mut gpu, &prompt.input_ids)?;
         let peer_worst = peer.as_ref().and_then(|p| p.prompts.get(&prompt.name)).map(|e| e.worst);
@@ -378,10 +467,12 @@ fn pass(ok: bool) -> &'static str {
     }
 }
 
-/// A Qwen2.5-Coder shape (the bias on q/k/v is left out: it does not change
-/// the time of a step measurably).
-fn qwen_shape(name: &str) -> Option<ModelConfig> {
+/// A seeded model shape: the default model's (SmolLM2-135M: for runs
+/// without the staged model) or a Qwen2.5-Coder one (the bias on q/k/v is
+/// left out: it does not change the time of a step measurably).
+fn seeded_shape(name: &str) -> Option<ModelConfig> {
     let (hidden, inter, layers, heads, kv_heads, head_dim, vocab, tied) = match name {
+        "smollm2-135m" => (576, 1536, 30, 9, 3, 64, 49152, true),
         "qwen2.5-coder-0.5b" => (896, 4864, 24, 14, 2, 64, 151936, true),
         "qwen2.5-coder-1.5b" => (1536, 8960, 28, 12, 2, 128, 151936, true),
         "qwen2.5-coder-7b" => (3584, 18944, 28, 28, 4, 128, 152064, false),
@@ -495,7 +586,7 @@ pub fn run(args: BenchGpuArgs) -> anyhow::Result<()> {
             time_widths(backend.model(), "default (real)", &args, bw, launch)?;
             continue;
         }
-        let config = qwen_shape(shape).with_context(|| format!("unknown shape `{shape}`"))?;
+        let config = seeded_shape(shape).with_context(|| format!("unknown shape `{shape}`"))?;
         let gpu = Gpu::new(args.ordinal, &cache)?;
         let blocks = (args.context + 256).div_ceil(16) + 4;
         let model = DeviceModel::random(gpu, config, 0x5eed, blocks)?;
