@@ -62,6 +62,26 @@ pub fn skinny_tiles(bucket: usize) -> usize {
     bucket.div_ceil(MMA_TILE_ROWS).next_power_of_two()
 }
 
+/// Widest skinny tile count whose blocks may load their first weights into
+/// registers before they wait for the kernel ahead (matmul.cu's PRELOAD,
+/// the `_preload` and `_norm` kernels), and the K up to which that covers a
+/// warp's whole share of K (4 steps of 32 values for each of MATMUL_WARPS
+/// warps).
+pub const SKINNY_PRELOAD_MAX_TILES: usize = 2;
+pub const SKINNY_PRELOAD_MAX_K: usize = 1024;
+
+/// Whether a skinny product of `tiles` tiles over K = `k` in `blocks`
+/// blocks on a GPU of `sms` multiprocessors runs a preloading kernel: where
+/// the preload holds all of K, or where the grid is at most one block an SM
+/// (latency-bound, registers to spare). The preload's registers cost
+/// blocks an SM, which slowed the 7B shape's big grids (2,368 gate/up
+/// blocks) at K = 3584 by up to 16% at 2-8 rows, while preloading every
+/// product of the small models saved 4-9% a step (BENCHMARKS.md, "Work
+/// before the wait").
+pub fn skinny_preloads(tiles: usize, k: usize, blocks: usize, sms: usize) -> bool {
+    tiles <= SKINNY_PRELOAD_MAX_TILES && (k <= SKINNY_PRELOAD_MAX_K || blocks <= sms)
+}
+
 /// Blocks of the skinny product for a weight of `n` rows (16 rows a block).
 pub fn skinny_blocks(n: usize) -> usize {
     n.div_ceil(MMA_WEIGHT_ROWS)
@@ -265,6 +285,18 @@ mod tests {
         }
         assert_eq!(attention_shared_bytes(64, 3), 16384 + 3 * 128 * 4);
         assert!(attention_shared_bytes(MAX_HEAD_DIM, ATTENTION_MAX_WARPS) <= 227 * 1024);
+    }
+
+    #[test]
+    fn normalizing_products_always_preload() {
+        let tiles = skinny_tiles(FUSED_NORM_MAX_ROWS);
+        assert!(skinny_preloads(tiles, FUSED_NORM_MAX_HIDDEN, usize::MAX, 132), "matmul.cu compiles _norm only so");
+        assert_eq!(SKINNY_PRELOAD_MAX_K, MATMUL_WARPS * 32 * 4, "one unrolled iteration of 4 steps a warp");
+        assert!(skinny_preloads(1, 576, 192, 132), "SmolLM2's gate/up");
+        assert!(skinny_preloads(1, 1536, 36, 132), "SmolLM2's down: 36 blocks");
+        assert!(!skinny_preloads(1, 3584, 2368, 132), "the 7B shape's gate/up");
+        assert!(!skinny_preloads(1, 18944, 224, 132), "the 7B shape's down");
+        assert!(!skinny_preloads(4, 576, 36, 132), "32 rows");
     }
 
     #[test]

@@ -142,8 +142,9 @@ pub enum ProductKernels {
 
 /// The products' entry points (matmul.cu). Skinny: family, input form
 /// (`_norm`: normalizes f32 rows itself, up to FUSED_NORM_MAX_ROWS rows),
-/// tile count; wide: family.
-const PRODUCT_KERNELS: [&str; 27] = [
+/// tile count, `_preload` ([`skinny_preloads`]; the `_norm` kernels always
+/// preload); wide: family.
+const PRODUCT_KERNELS: [&str; 33] = [
     "skinny_t1",
     "skinny_t2",
     "skinny_t4",
@@ -165,6 +166,12 @@ const PRODUCT_KERNELS: [&str; 27] = [
     "skinny_swiglu_norm_t2",
     "skinny_rope_norm_t1",
     "skinny_rope_norm_t2",
+    "skinny_t1_preload",
+    "skinny_t2_preload",
+    "skinny_swiglu_t1_preload",
+    "skinny_swiglu_t2_preload",
+    "skinny_rope_t1_preload",
+    "skinny_rope_t2_preload",
     "wide_store_t4",
     "wide_swiglu_t4",
     "wide_rope_t4",
@@ -240,6 +247,18 @@ struct Product {
     n: usize,
     kernel: &'static str,
     config: LaunchConfig,
+}
+
+/// The skinny kernel of `family` for `tiles` tiles over K = `k`, with the
+/// input normalized by the kernel when `normed`, whether it preloads
+/// ([`skinny_preloads`]).
+fn skinny_kernel(family: &'static str, normed: bool, tiles: usize, preload: bool) -> Option<&'static str> {
+    let name = match (normed, preload) {
+        (true, _) => format!("{family}_norm_t{tiles}"),
+        (false, true) => format!("{family}_t{tiles}_preload"),
+        (false, false) => format!("{family}_t{tiles}"),
+    };
+    PRODUCT_KERNELS.iter().copied().find(|&kernel| kernel == name)
 }
 
 /// The wide kernel of a skinny family for blocks of `tokens` tokens.
@@ -373,6 +392,9 @@ impl Gpu {
             ProductInput::Rows(_) => "",
             ProductInput::Normed { weight, .. } => {
                 check_len(family, "norm weight", weight, k)?;
+                if k > FUSED_NORM_MAX_HIDDEN || bucket > FUSED_NORM_MAX_ROWS {
+                    return Err(shape_err(family, format!("normalizing {rows} rows of {k} in the product")));
+                }
                 "_norm"
             }
         };
@@ -388,13 +410,10 @@ impl Gpu {
             config.shared_mem_bytes = wide_shared_bytes(plan.tokens) as u32;
             return Ok(Product { rows, n, kernel, config });
         }
-        let name = format!("{family}{normed}_t{}", skinny_tiles(bucket));
-        let kernel = PRODUCT_KERNELS
-            .iter()
-            .copied()
-            .find(|&kernel| kernel == name)
-            .ok_or_else(|| shape_err(family, format!("no kernel {name} for {rows} rows")))?;
-        let config = grid(skinny_blocks(n), 1, 1, MATMUL_WARPS * 32);
+        let (tiles, blocks) = (skinny_tiles(bucket), skinny_blocks(n));
+        let kernel = skinny_kernel(family, !normed.is_empty(), tiles, skinny_preloads(tiles, k, blocks, self.sms))
+            .ok_or_else(|| shape_err(family, format!("no {family}{normed} kernel for {rows} rows")))?;
+        let config = grid(blocks, 1, 1, MATMUL_WARPS * 32);
         Ok(Product { rows, n, kernel, config })
     }
 
@@ -821,6 +840,23 @@ impl Gpu {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_skinny_step_has_a_kernel() {
+        for family in ["skinny", "skinny_swiglu", "skinny_rope"] {
+            for bucket in WIDTH_BUCKETS {
+                let tiles = skinny_tiles(bucket);
+                for (k, blocks) in [(576, 36), (1536, 36), (3584, 2368)] {
+                    let preload = skinny_preloads(tiles, k, blocks, 132);
+                    let kernel = skinny_kernel(family, false, tiles, preload).expect("compiled");
+                    assert_eq!(kernel.ends_with("_preload"), preload, "{kernel}");
+                }
+                if bucket <= FUSED_NORM_MAX_ROWS {
+                    assert!(skinny_kernel(family, true, tiles, true).is_some(), "{family}_norm");
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_wide_block_size_has_a_kernel_of_each_family() {

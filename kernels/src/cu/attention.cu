@@ -9,6 +9,11 @@
 // merges each unit's S partials in split order into the bf16 output, so no
 // second kernel is launched.
 //
+// Before the block waits for the kernel ahead (pdl.cuh) it stages what of
+// its first chunk earlier steps wrote (positions before the step's start:
+// the host's block table and finished steps' K and V); the step's own
+// positions, which the QKV kernel ahead appends, and q follow the wait.
+//
 // A row's result does not depend on the step's width or on R: S is fixed,
 // a warp iterates exactly the chunks its row sees, positions past the row's
 // end weigh exactly 0 (their scores are -inf), and every sum runs in a
@@ -21,6 +26,42 @@
 #define NEG_INF (-__int_as_float(0x7f800000))
 #define MAX_UNIT_PAIRS 4  // MAX_HEAD_DIM / 64: pairs of output values a lane owns
 #define STAGE_BATCH 4     // staging tasks a thread loads before it stores them
+#define NO_ZERO_FILL 0x7fffffff  // stage_chunk's zero_from when it writes no zeros
+
+// Stages positions [lo, hi) of the chunk at c0 into shared memory (task:
+// position p, 8 values `part`; V as is, K transposed) and zeros at the
+// positions from `zero_from` on; the rest is left as it is. Loads of
+// STAGE_BATCH tasks go out before their stores.
+__device__ __forceinline__ void stage_chunk(const __nv_bfloat16* __restrict__ k_cache,
+                                            const __nv_bfloat16* __restrict__ v_cache,
+                                            const unsigned* __restrict__ table, __nv_bfloat16* kt, __nv_bfloat16* vs,
+                                            int c0, int lo, int hi, int zero_from, int kv_head, int hk, int d) {
+    const int parts = d / 8, tasks = CHUNK * parts;
+    for (int first = threadIdx.x; first < tasks; first += STAGE_BATCH * blockDim.x) {
+        uint4 kv[STAGE_BATCH], vv[STAGE_BATCH];
+#pragma unroll
+        for (int b = 0; b < STAGE_BATCH; ++b) {
+            const int task = first + b * blockDim.x, p = task % CHUNK, pos = c0 + p;
+            kv[b] = vv[b] = make_uint4(0u, 0u, 0u, 0u);
+            if (task < tasks && pos >= lo && pos < hi) {
+                const size_t entry = (size_t)table[pos / BLOCK_TOKENS] * BLOCK_TOKENS + pos % BLOCK_TOKENS;
+                const size_t at = (entry * hk + kv_head) * d + (task / CHUNK) * 8;
+                kv[b] = __ldg(reinterpret_cast<const uint4*>(k_cache + at));
+                vv[b] = __ldg(reinterpret_cast<const uint4*>(v_cache + at));
+            }
+        }
+#pragma unroll
+        for (int b = 0; b < STAGE_BATCH; ++b) {
+            const int task = first + b * blockDim.x, p = task % CHUNK, part = task / CHUNK, pos = c0 + p;
+            if (task < tasks && ((pos >= lo && pos < hi) || pos >= zero_from)) {
+                *reinterpret_cast<uint4*>(vs + p * d + part * 8) = vv[b];
+                const __nv_bfloat16* kvals = reinterpret_cast<const __nv_bfloat16*>(&kv[b]);
+#pragma unroll
+                for (int j = 0; j < 8; ++j) kt[(part * 8 + j) * CHUNK + p] = kvals[j];
+            }
+        }
+    }
+}
 
 // Merges the S partials of one unit in split order into `dst` (a warp).
 __device__ void combine_splits(const float* __restrict__ base, __nv_bfloat16* __restrict__ dst, int d, int splits,
@@ -61,8 +102,6 @@ attention(const float* __restrict__ q,                // (rows, hq*d), RoPE appl
     const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float* my_q = qs + warp * d;
     float* my_probs = qs + warps * d + warp * CHUNK;
-    wait_for_producers();
-    let_dependents_launch();
     const int kv_head = blockIdx.x, group = hq / hk, split = blockIdx.z, splits = gridDim.z;
     const int n = (int)step[0], start = (int)step[1];
     const int t0 = blockIdx.y * rows_per_block;
@@ -74,41 +113,26 @@ attention(const float* __restrict__ q,                // (rows, hq*d), RoPE appl
     const int visible = live ? start + t + 1 : 0;
     const int last_row = min(t0 + rows_per_block, n) - 1;
     const int block_visible = start + last_row + 1;
+    const int first_chunk = split * CHUNK;
+    if (first_chunk < block_visible)
+        stage_chunk(k_cache, v_cache, table, kt, vs, first_chunk, 0, min(start, block_visible), block_visible, kv_head,
+                    hk, d);
+    wait_for_producers();
+    let_dependents_launch();
+    if (first_chunk < block_visible && first_chunk + CHUNK > start)
+        stage_chunk(k_cache, v_cache, table, kt, vs, first_chunk, start, block_visible, NO_ZERO_FILL, kv_head, hk, d);
     if (live)
         for (int e = lane; e < d; e += 32) my_q[e] = q[(size_t)t * hq * d + h * d + e];
     // Output values 2 lane + 64 i and the next (bf16 pairs of V).
     float m = NEG_INF, l = 0.0f, o[MAX_UNIT_PAIRS][2];
 #pragma unroll
     for (int i = 0; i < MAX_UNIT_PAIRS; ++i) o[i][0] = o[i][1] = 0.0f;
-    const int parts = d / 8, tasks = CHUNK * parts;
-    for (int c0 = split * CHUNK; c0 < block_visible; c0 += splits * CHUNK) {
-        __syncthreads();
-        // Stage the chunk: task (position p, 8 values `part`), V as is, K
-        // transposed; positions past the block's rows are zeros. Loads of
-        // STAGE_BATCH tasks go out before their stores.
-        for (int first = threadIdx.x; first < tasks; first += STAGE_BATCH * blockDim.x) {
-            uint4 kv[STAGE_BATCH], vv[STAGE_BATCH];
-#pragma unroll
-            for (int b = 0; b < STAGE_BATCH; ++b) {
-                const int task = first + b * blockDim.x, p = task % CHUNK, pos = c0 + p;
-                kv[b] = vv[b] = make_uint4(0u, 0u, 0u, 0u);
-                if (task < tasks && pos < block_visible) {
-                    const size_t entry = (size_t)table[pos / BLOCK_TOKENS] * BLOCK_TOKENS + pos % BLOCK_TOKENS;
-                    const size_t at = (entry * hk + kv_head) * d + (task / CHUNK) * 8;
-                    kv[b] = __ldg(reinterpret_cast<const uint4*>(k_cache + at));
-                    vv[b] = __ldg(reinterpret_cast<const uint4*>(v_cache + at));
-                }
-            }
-#pragma unroll
-            for (int b = 0; b < STAGE_BATCH; ++b) {
-                const int task = first + b * blockDim.x, p = task % CHUNK, part = task / CHUNK;
-                if (task < tasks) {
-                    *reinterpret_cast<uint4*>(vs + p * d + part * 8) = vv[b];
-                    const __nv_bfloat16* kvals = reinterpret_cast<const __nv_bfloat16*>(&kv[b]);
-#pragma unroll
-                    for (int j = 0; j < 8; ++j) kt[(part * 8 + j) * CHUNK + p] = kvals[j];
-                }
-            }
+    for (int c0 = first_chunk; c0 < block_visible; c0 += splits * CHUNK) {
+        // The first chunk was staged around the wait; later ones replace it
+        // (positions past the block's rows are zeros).
+        if (c0 != first_chunk) {
+            __syncthreads();
+            stage_chunk(k_cache, v_cache, table, kt, vs, c0, 0, block_visible, block_visible, kv_head, hk, d);
         }
         __syncthreads();
         if (c0 >= visible) continue;  // warp-uniform: this row sees none of the chunk

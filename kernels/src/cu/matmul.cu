@@ -15,7 +15,11 @@
 //   step needs no rms_norm launch.
 //
 // Three epilogues share the loop, each fed by one lane with the sums of
-// weight rows g and g + 8 of its block for one token:
+// weight rows g and g + 8 of its block for one token, and each with a
+// State: what it reads besides the sums, loaded early so no load is left
+// on the kernel's tail (`prologue`: what the host wrote, before the kernel
+// waits for the one ahead; `preload`: what earlier kernels wrote, right
+// after):
 // - skinny_t*: y (+)= the product, f32 (accumulate: the residual add).
 // - skinny_swiglu_t*: the gate/up weight is interleaved in 16-row blocks
 //   (block b: gate rows 8b..8b+7, then up rows 8b..8b+7), so a lane holds a
@@ -32,8 +36,8 @@
 #include <cuda_bf16.h>
 
 #define WARPS 8
-// K steps (of WARPS * 32 values) whose weights a block prefetches before it
-// waits for the kernel ahead.
+// K steps (of WARPS * 32 values) past those it loads into registers whose
+// weights a block prefetches into L2 before it waits for the kernel ahead.
 #define PREFETCH_STEPS 4
 
 __device__ __forceinline__ void mma_bf16(float* acc, unsigned a0, unsigned a1, unsigned a2, unsigned a3,
@@ -96,10 +100,24 @@ struct NormedRows {
 // are added in a fixed order through shared memory ((w + 4) into w, then
 // 1..3 into 0), so the result is deterministic and the same for any number
 // of tiles.
-template <int TILES, typename Input, typename Epilogue>
+//
+// Before the block waits for the kernel ahead (pdl.cuh) it does all that
+// needs nothing that kernel writes: reads the step (the host wrote it),
+// with PRELOAD loads its first UNROLL steps of weights into registers (the
+// whole slice of a 1- or 2-tile block's rows up to K = 1024), prefetches
+// the next PREFETCH_STEPS into L2, and runs its epilogue pair's
+// `prologue`. What is left after the wait is the x loads, the MMAs, the
+// sums and the stores. PRELOAD costs registers (fewer blocks an SM), which
+// slows products of long K (the host picks: geometry::skinny_preloads).
+template <int TILES, bool PRELOAD, typename Input, typename Epilogue>
 __device__ void skinny(const Input& input, const __nv_bfloat16* __restrict__ w, const unsigned* __restrict__ step,
                        int n, int k, const Epilogue& epilogue) {
     constexpr int UNROLL = TILES <= 2 ? 4 : (TILES <= 8 ? 2 : 1);
+    // Epilogue pairs: TILES * 64, one a thread up to 4 tiles (their State
+    // is kept from the prologue), more for wider tiles (State loaded at the
+    // end).
+    constexpr int PAIRS = TILES * 2 * 32;
+    constexpr bool EARLY_STATE = PAIRS <= WARPS * 32;
     __shared__ float partial[WARPS / 2][TILES * 4][32];
     __shared__ float scale[TILES * 8];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -109,31 +127,45 @@ __device__ void skinny(const Input& input, const __nv_bfloat16* __restrict__ w, 
     const bool lo_ok = row0 + g < n, hi_ok = row0 + g + 8 < n;
     const __nv_bfloat16* w_lo = w + (size_t)(row0 + g) * k;
     const __nv_bfloat16* w_hi = w + (size_t)(row0 + g + 8) * k;
-    // Prologue, while the kernel ahead may still run (pdl.cuh): the first
-    // PREFETCH_STEPS steps of this block's weight rows into L2.
+    const int rows = (int)step[0];
+    constexpr int PRELOADED = PRELOAD ? UNROLL : 0;
+    uint4 a[UNROLL], b[UNROLL];
 #pragma unroll
-    for (int s = 0; s < PREFETCH_STEPS; ++s) {
+    for (int u = 0; u < PRELOADED; ++u) {
+        const int kk = warp * 32 + u * WARPS * 32 + 8 * c;
+        a[u] = load16(w_lo + kk, lo_ok && kk < k);
+        b[u] = load16(w_hi + kk, hi_ok && kk < k);
+    }
+#pragma unroll
+    for (int s = PRELOADED; s < PRELOADED + PREFETCH_STEPS; ++s) {
         const int kk = warp * 32 + s * WARPS * 32 + 8 * c;
         if (kk < k) {
             if (lo_ok) prefetch_l2(w_lo + kk);
             if (hi_ok) prefetch_l2(w_hi + kk);
         }
     }
+    // This thread's epilogue pair (pair = threadIdx.x, see the end).
+    const int pair_token = ((threadIdx.x >> 5) >> 1) * 8 + 2 * (lane & 3) + ((threadIdx.x >> 5) & 1);
+    const int pair_row = row0 + (lane >> 2);
+    const bool early = EARLY_STATE && threadIdx.x < PAIRS && pair_token < rows;
+    typename Epilogue::State state{};
+    if (early) epilogue.prologue(pair_token, pair_row, state);
     wait_for_producers();
     let_dependents_launch();
-    const int rows = (int)step[0];
+    if (early) epilogue.preload(pair_token, pair_row, state);
     input.prepare(rows, scale);
     __syncthreads();
     float acc[TILES][4];
 #pragma unroll
     for (int j = 0; j < TILES; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
     for (int k0 = warp * 32; k0 < k; k0 += WARPS * 32 * UNROLL) {
-        uint4 a[UNROLL], b[UNROLL];
+        if (!PRELOAD || k0 != warp * 32) {
 #pragma unroll
-        for (int u = 0; u < UNROLL; ++u) {
-            const int kk = k0 + u * WARPS * 32 + 8 * c;
-            a[u] = load16(w_lo + kk, lo_ok && kk < k);
-            b[u] = load16(w_hi + kk, hi_ok && kk < k);
+            for (int u = 0; u < UNROLL; ++u) {
+                const int kk = k0 + u * WARPS * 32 + 8 * c;
+                a[u] = load16(w_lo + kk, lo_ok && kk < k);
+                b[u] = load16(w_hi + kk, hi_ok && kk < k);
+            }
         }
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
@@ -189,22 +221,46 @@ __device__ void skinny(const Input& input, const __nv_bfloat16* __restrict__ w, 
     // (q, l): lane l's sums of rows g and g + 8 for token j * 8 + 2c + p,
     // q = 2j + p.
     const float(*totals)[32] = partial[WARPS / 2 - 1];
-    for (int pair = threadIdx.x; pair < TILES * 2 * 32; pair += WARPS * 32) {
-        const int l = pair & 31, q = pair >> 5;
-        const int j = q >> 1, p = q & 1;
-        const int token = j * 8 + 2 * (l & 3) + p;
-        if (token < rows) epilogue(token, row0 + (l >> 2), totals[j * 4 + p][l], totals[j * 4 + p + 2][l]);
+    if constexpr (EARLY_STATE) {
+        const int q = threadIdx.x >> 5, j = q >> 1, p = q & 1;
+        if (early) epilogue(pair_token, pair_row, totals[j * 4 + p][lane], totals[j * 4 + p + 2][lane], state);
+    } else {
+        for (int pair = threadIdx.x; pair < PAIRS; pair += WARPS * 32) {
+            const int l = pair & 31, q = pair >> 5;
+            const int j = q >> 1, p = q & 1;
+            const int token = j * 8 + 2 * (l & 3) + p, row = row0 + (l >> 2);
+            if (token < rows) store_late(epilogue, token, row, totals[j * 4 + p][l], totals[j * 4 + p + 2][l]);
+        }
     }
 }
 
-// y (+)= the product, f32.
+// Runs an epilogue for one pair with its State loaded on the spot.
+template <typename Epilogue>
+__device__ __forceinline__ void store_late(const Epilogue& epilogue, int token, int row, float lo, float hi) {
+    typename Epilogue::State state{};
+    epilogue.prologue(token, row, state);
+    epilogue.preload(token, row, state);
+    epilogue(token, row, lo, hi, state);
+}
+
+// y (+)= the product, f32. State: the y values added to.
 struct StoreF32 {
     float* y;
     int n, accumulate;
-    __device__ void operator()(int token, int row, float lo, float hi) const {
+    struct State {
+        float lo, hi;
+    };
+    __device__ void prologue(int, int, State&) const {}
+    __device__ void preload(int token, int row, State& s) const {
+        if (!accumulate) return;
+        const float* dst = y + (size_t)token * n + row;
+        if (row < n) s.lo = dst[0];
+        if (row + 8 < n) s.hi = dst[8];
+    }
+    __device__ void operator()(int token, int row, float lo, float hi, const State& s) const {
         float* dst = y + (size_t)token * n + row;
-        if (row < n) dst[0] = accumulate ? dst[0] + lo : lo;
-        if (row + 8 < n) dst[8] = accumulate ? dst[8] + hi : hi;
+        if (row < n) dst[0] = accumulate ? s.lo + lo : lo;
+        if (row + 8 < n) dst[8] = accumulate ? s.hi + hi : hi;
     }
 };
 
@@ -212,7 +268,10 @@ struct StoreF32 {
 struct SwiGlu {
     __nv_bfloat16* out;
     int inter;
-    __device__ void operator()(int token, int row, float gate, float up) const {
+    struct State {};
+    __device__ void prologue(int, int, State&) const {}
+    __device__ void preload(int, int, State&) const {}
+    __device__ void operator()(int token, int row, float gate, float up, const State&) const {
         // Block b = row / 16 covers intermediate units 8b..8b+7; n % 16 == 0.
         const int unit = (row >> 4) * 8 + (row & 7);
         out[(size_t)token * inter + unit] = __float2bfloat16(gate / (1.0f + expf(-gate)) * up);
@@ -222,6 +281,8 @@ struct SwiGlu {
 #define BLOCK_TOKENS 16
 
 // Bias, RoPE and the KV append of the permuted QKV rows (see the top).
+// State, all from the host's data: the biases, the rotation and the KV
+// cache entry of the pair's position.
 struct RopeAppend {
     const float* bias;      // ((hq+2hk)*d), original row order, or null
     const float* inv_freq;  // (d/2)
@@ -231,25 +292,47 @@ struct RopeAppend {
     __nv_bfloat16* k_cache;  // (blocks, 16, hk, d)
     __nv_bfloat16* v_cache;  // (blocks, 16, hk, d)
     int hq, hk, d;
-    __device__ void operator()(int token, int row, float a, float b) const {
+    struct State {
+        float bias_a, bias_b, cs, sn;
+        size_t entry;
+    };
+    __device__ void prologue(int token, int row, State& s) const {
         const int half = d >> 1, per_head = d >> 4;
         const int block = row >> 4, head = block / per_head;
         const int i = (block % per_head) * 8 + (row & 7);
         if (bias) {
-            a += bias[head * d + i];
-            b += bias[head * d + i + half];
+            s.bias_a = bias[head * d + i];
+            s.bias_b = bias[head * d + i + half];
         }
         const unsigned position = step[1] + (unsigned)token;
-        const size_t entry = ((size_t)table[position / BLOCK_TOKENS] * BLOCK_TOKENS + position % BLOCK_TOKENS) * hk;
+        s.entry = ((size_t)table[position / BLOCK_TOKENS] * BLOCK_TOKENS + position % BLOCK_TOKENS) * hk;
+        const float angle = (float)position * inv_freq[i];
+        s.cs = cosf(angle);
+        s.sn = sinf(angle);
+    }
+    __device__ void preload(int, int, State&) const {}
+    __device__ void operator()(int token, int row, float a, float b, const State& s) const {
+        const int half = d >> 1, per_head = d >> 4;
+        const int block = row >> 4, head = block / per_head;
+        const int i = (block % per_head) * 8 + (row & 7);
+        if (bias) {
+            a += s.bias_a;
+            b += s.bias_b;
+        }
+        const size_t entry = s.entry;
         if (head >= hq + hk) {
             __nv_bfloat16* dst = v_cache + (entry + (head - hq - hk)) * d;
             dst[i] = __float2bfloat16(a);
             dst[i + half] = __float2bfloat16(b);
             return;
         }
-        const float angle = (float)position * inv_freq[i];
-        const float cs = cosf(angle), sn = sinf(angle);
-        const float ra = a * cs - b * sn, rb = b * cs + a * sn;
+        // Rounded products, no FMA: the skinny kernels run this with the
+        // State from before the wait, the others with it computed on the
+        // spot, and no contraction choice of the compiler may make the two
+        // differ (a row's bits must not depend on its step's width).
+        const float cs = s.cs, sn = s.sn;
+        const float ra = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn));
+        const float rb = __fadd_rn(__fmul_rn(b, cs), __fmul_rn(a, sn));
         if (head < hq) {
             float* dst = q_out + (size_t)token * hq * d + head * d;
             dst[i] = ra;
@@ -262,42 +345,48 @@ struct RopeAppend {
     }
 };
 
-// The entry points of one tile count and input form: skinny[_swiglu|_rope]<NAME>_t<TILES>,
-// where INPUT(k) builds the x operand from the parameters X_PARAMS.
-#define SKINNY(TILES, NAME, X_PARAMS, INPUT)                                                                    \
+// The entry points of one tile count, input form and weight loading:
+// skinny[_swiglu|_rope]<NAME>_t<TILES><SUFFIX>, where INPUT(TILES) builds
+// the x operand from the parameters X_PARAMS; SUFFIX _preload for PRELOAD.
+#define SKINNY(TILES, NAME, X_PARAMS, INPUT, PRELOAD, SUFFIX)                                                   \
     extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                    \
-        skinny##NAME##_t##TILES(X_PARAMS, const __nv_bfloat16* __restrict__ w, float* __restrict__ y,          \
-                                const unsigned* __restrict__ step, int n, int k, int accumulate) {              \
-        skinny<TILES>(INPUT, w, step, n, k, StoreF32{y, n, accumulate});                                        \
+        skinny##NAME##_t##TILES##SUFFIX(X_PARAMS, const __nv_bfloat16* __restrict__ w, float* __restrict__ y,  \
+                                        const unsigned* __restrict__ step, int n, int k, int accumulate) {      \
+        skinny<TILES, PRELOAD>(INPUT(TILES), w, step, n, k, StoreF32{y, n, accumulate});                               \
     }                                                                                                           \
     extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                    \
-        skinny_swiglu##NAME##_t##TILES(X_PARAMS, const __nv_bfloat16* __restrict__ w,                          \
-                                       __nv_bfloat16* __restrict__ out, const unsigned* __restrict__ step, int n, \
-                                       int k) {                                                                 \
-        skinny<TILES>(INPUT, w, step, n, k, SwiGlu{out, n / 2});                                                \
+        skinny_swiglu##NAME##_t##TILES##SUFFIX(X_PARAMS, const __nv_bfloat16* __restrict__ w,                  \
+                                               __nv_bfloat16* __restrict__ out, const unsigned* __restrict__ step, \
+                                               int n, int k) {                                                  \
+        skinny<TILES, PRELOAD>(INPUT(TILES), w, step, n, k, SwiGlu{out, n / 2});                                       \
     }                                                                                                           \
-    extern "C" __global__ void __launch_bounds__(WARPS * 32) skinny_rope##NAME##_t##TILES(                      \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32) skinny_rope##NAME##_t##TILES##SUFFIX(              \
         X_PARAMS, const __nv_bfloat16* __restrict__ w, const unsigned* __restrict__ step, int n, int k,         \
         const float* __restrict__ bias, const float* __restrict__ inv_freq, const unsigned* __restrict__ table, \
         float* __restrict__ q_out, __nv_bfloat16* __restrict__ k_cache, __nv_bfloat16* __restrict__ v_cache,   \
         int hq, int hk, int d) {                                                                                \
-        skinny<TILES>(INPUT, w, step, n, k, RopeAppend{bias, inv_freq, step, table, q_out, k_cache, v_cache, hq, hk, d}); \
+        skinny<TILES, PRELOAD>(INPUT(TILES), w, step, n, k,                                                            \
+                               RopeAppend{bias, inv_freq, step, table, q_out, k_cache, v_cache, hq, hk, d});    \
     }
 
 #define COMMA ,
 #define BF16_PARAMS const __nv_bfloat16* __restrict__ x
-#define BF16_INPUT (Bf16Rows{x, k})
+#define BF16_INPUT(TILES) (Bf16Rows{x, k})
 #define NORM_PARAMS const float* __restrict__ x COMMA const float* __restrict__ norm_w COMMA float eps
-#define NORM_INPUT (NormedRows{x, norm_w, eps, k})
+#define NORM_INPUT(TILES) (NormedRows{x, norm_w, eps, k})
 
-SKINNY(1, , BF16_PARAMS, BF16_INPUT)
-SKINNY(2, , BF16_PARAMS, BF16_INPUT)
-SKINNY(4, , BF16_PARAMS, BF16_INPUT)
-SKINNY(8, , BF16_PARAMS, BF16_INPUT)
-SKINNY(16, , BF16_PARAMS, BF16_INPUT)
-// FUSED_NORM_MAX_ROWS = 16: buckets 8 and 16.
-SKINNY(1, _norm, NORM_PARAMS, NORM_INPUT)
-SKINNY(2, _norm, NORM_PARAMS, NORM_INPUT)
+SKINNY(1, , BF16_PARAMS, BF16_INPUT, false, )
+SKINNY(2, , BF16_PARAMS, BF16_INPUT, false, )
+SKINNY(4, , BF16_PARAMS, BF16_INPUT, false, )
+SKINNY(8, , BF16_PARAMS, BF16_INPUT, false, )
+SKINNY(16, , BF16_PARAMS, BF16_INPUT, false, )
+// SKINNY_PRELOAD_MAX_TILES = 2.
+SKINNY(1, , BF16_PARAMS, BF16_INPUT, true, _preload)
+SKINNY(2, , BF16_PARAMS, BF16_INPUT, true, _preload)
+// FUSED_NORM_MAX_ROWS = 16: buckets 8 and 16; their K (the hidden size, at
+// most FUSED_NORM_MAX_HIDDEN = SKINNY_PRELOAD_MAX_K) always preloads.
+SKINNY(1, _norm, NORM_PARAMS, NORM_INPUT, true, )
+SKINNY(2, _norm, NORM_PARAMS, NORM_INPUT, true, )
 
 // ---------------------------------------------------------------------------
 // Wide products: the same products for steps of 32 to 128 rows of bf16 x,
@@ -471,7 +560,8 @@ __device__ void wide(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* _
         const int r = rj / TILES, j = rj % TILES;
         const int token = token0 + j * 8 + 2 * (l & 3) + p, group = row0 + r * 16;
         if (token < rows && group < n)
-            epilogue(token, group + (l >> 2), totals[(rj * 4 + p) * 32 + l], totals[(rj * 4 + p + 2) * 32 + l]);
+            store_late(epilogue, token, group + (l >> 2), totals[(rj * 4 + p) * 32 + l],
+                       totals[(rj * 4 + p + 2) * 32 + l]);
     }
 }
 
