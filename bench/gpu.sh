@@ -7,7 +7,8 @@
 # 1. bench/hf_bf16_error.py: transformers' own bf16-vs-f32 logit error on the
 #    default model's reference prompts (the scale `--peer-errors` uses).
 # 2. graft bench gpu: the wide product kernel = the skinny one bit for bit
-#    on 7 shapes at every width; GPU vs CPU logits on the tiny fixture models
+#    on 7 shapes at every width; every row's logits the same bits at step
+#    widths 1-100 (tiny, default and seeded models); GPU vs CPU logits on the tiny fixture models
 #    and the default model's reference prompts (relative error bound
 #    printed), identical greedy tokens (up to a measured near-tie),
 #    speculative = greedy on the GPU; then step
