@@ -445,18 +445,16 @@ __device__ void wide(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* _
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
     const int token0 = (int)blockIdx.x * TOKENS, row0 = (int)blockIdx.y * WIDE_ROWS;
     const int blocks = (k + 255) / 256;
-    // Prologue, while the kernel ahead may still run (pdl.cuh): the weight
-    // halves of the first stages (weights are never written).
+    // Prologue, while the kernel ahead may still run (pdl.cuh): the step
+    // (the host wrote it; a block past its rows has nothing to do) and the
+    // weight halves of the first stages (weights are never written).
+    const int rows = (int)step[0];
+    if (token0 >= rows) return;
 #pragma unroll
     for (int s = 0; s < WIDE_STAGES - 1; ++s)
         if (s < blocks) load_rows(stages + s * STAGE, w, WIDE_ROWS, row0, n, k, s);
     wait_for_producers();
     let_dependents_launch();
-    const int rows = (int)step[0];
-    if (token0 >= rows) {
-        cp_async_wait<0>();
-        return;
-    }
 #pragma unroll
     for (int s = 0; s < WIDE_STAGES - 1; ++s) {
         if (s < blocks) load_rows(stages + s * STAGE + WIDE_ROWS * WIDE_STRIDE, x, TOKENS, token0, rows, k, s);
