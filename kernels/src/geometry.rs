@@ -76,8 +76,8 @@ pub const SKINNY_PRELOAD_MAX_K: usize = 1024;
 /// (latency-bound, registers to spare). The preload's registers cost
 /// blocks an SM, which slowed the 7B shape's big grids (2,368 gate/up
 /// blocks) at K = 3584 by up to 16% at 2-8 rows, while preloading every
-/// product of the small models saved 4-9% a step (BENCHMARKS.md, "Work
-/// before the wait").
+/// product of the small models saved 4-8% a step (measured on the H200:
+/// bench/results/2026-11-29-h200-prologue/experiments.txt, item 2).
 pub fn skinny_preloads(tiles: usize, k: usize, blocks: usize, sms: usize) -> bool {
     tiles <= SKINNY_PRELOAD_MAX_TILES && (k <= SKINNY_PRELOAD_MAX_K || blocks <= sms)
 }
