@@ -436,6 +436,18 @@ __device__ __forceinline__ void load_rows(__nv_bfloat16* stage, const __nv_bfloa
     }
 }
 
+// f(r, j, e) for every value of a wide block warp's sums (row group r,
+// tile j, MMA value e), in order.
+template <int TILES, typename F>
+__device__ __forceinline__ void each_wide_value(F f) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+        for (int j = 0; j < TILES; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) f(r, j, e);
+}
+
 template <int TILES, typename Epilogue>
 __device__ void wide(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
                      const unsigned* __restrict__ step, int n, int k, const Epilogue& epilogue) {
@@ -504,49 +516,22 @@ __device__ void wide(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* _
     // the free slot 3 for the epilogue.
     constexpr int VALUES = 4 * TILES * 4;
     float* partial = reinterpret_cast<float*>(wide_smem);
-    auto slot = [&](int s, int r, int j, int e) -> float& { return partial[((s * VALUES) + (r * TILES + j) * 4 + e) * 32 + lane]; };
-    if (warp >= WARPS / 2) {
-#pragma unroll
-        for (int r = 0; r < 4; ++r)
-#pragma unroll
-            for (int j = 0; j < TILES; ++j)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) slot(warp - WARPS / 2, r, j, e) = acc[r][j][e];
-    }
+    auto slot = [&](int s, int r, int j, int e) -> float& {
+        return partial[((s * VALUES) + (r * TILES + j) * 4 + e) * 32 + lane];
+    };
+    if (warp >= WARPS / 2)
+        each_wide_value<TILES>([&](int r, int j, int e) { slot(warp - WARPS / 2, r, j, e) = acc[r][j][e]; });
     __syncthreads();
-    if (warp < WARPS / 2) {
-#pragma unroll
-        for (int r = 0; r < 4; ++r)
-#pragma unroll
-            for (int j = 0; j < TILES; ++j)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) acc[r][j][e] += slot(warp, r, j, e);
-    }
+    if (warp < WARPS / 2) each_wide_value<TILES>([&](int r, int j, int e) { acc[r][j][e] += slot(warp, r, j, e); });
     __syncthreads();
-    if (warp >= 1 && warp < WARPS / 2) {
-#pragma unroll
-        for (int r = 0; r < 4; ++r)
-#pragma unroll
-            for (int j = 0; j < TILES; ++j)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) slot(warp - 1, r, j, e) = acc[r][j][e];
-    }
+    if (warp >= 1 && warp < WARPS / 2)
+        each_wide_value<TILES>([&](int r, int j, int e) { slot(warp - 1, r, j, e) = acc[r][j][e]; });
     __syncthreads();
     if (warp == 0) {
 #pragma unroll
         for (int other = 0; other < WARPS / 2 - 1; ++other)
-#pragma unroll
-            for (int r = 0; r < 4; ++r)
-#pragma unroll
-                for (int j = 0; j < TILES; ++j)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) acc[r][j][e] += slot(other, r, j, e);
-#pragma unroll
-        for (int r = 0; r < 4; ++r)
-#pragma unroll
-            for (int j = 0; j < TILES; ++j)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) slot(WARPS / 2 - 1, r, j, e) = acc[r][j][e];
+            each_wide_value<TILES>([&](int r, int j, int e) { acc[r][j][e] += slot(other, r, j, e); });
+        each_wide_value<TILES>([&](int r, int j, int e) { slot(WARPS / 2 - 1, r, j, e) = acc[r][j][e]; });
     }
     __syncthreads();
     // Every thread runs the epilogue on a share of the totals: pair
