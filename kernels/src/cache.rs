@@ -18,9 +18,9 @@ pub struct ModuleSource {
 }
 
 /// Every module, one per op family, each prefixed with `pdl.cuh` (the
-/// programmatic-dependent-launch helpers every kernel calls), and the two
-/// that normalize rows with `rms.cuh` (one row scale, bit for bit the same
-/// in both).
+/// programmatic-dependent-launch helpers every kernel calls), the two that
+/// normalize rows with `rms.cuh` (one row scale, bit for bit the same in
+/// both), and the two that stage through cp.async with `async.cuh`.
 pub const MODULES: [ModuleSource; 7] = [
     ModuleSource { name: "embed", source: concat!(include_str!("cu/pdl.cuh"), include_str!("cu/embed.cu")) },
     ModuleSource {
@@ -28,10 +28,18 @@ pub const MODULES: [ModuleSource; 7] = [
         source: concat!(include_str!("cu/pdl.cuh"), include_str!("cu/rms.cuh"), include_str!("cu/norm.cu")),
     },
     ModuleSource { name: "rope", source: concat!(include_str!("cu/pdl.cuh"), include_str!("cu/rope.cu")) },
-    ModuleSource { name: "attention", source: concat!(include_str!("cu/pdl.cuh"), include_str!("cu/attention.cu")) },
+    ModuleSource {
+        name: "attention",
+        source: concat!(include_str!("cu/pdl.cuh"), include_str!("cu/async.cuh"), include_str!("cu/attention.cu")),
+    },
     ModuleSource {
         name: "matmul",
-        source: concat!(include_str!("cu/pdl.cuh"), include_str!("cu/rms.cuh"), include_str!("cu/matmul.cu")),
+        source: concat!(
+            include_str!("cu/pdl.cuh"),
+            include_str!("cu/rms.cuh"),
+            include_str!("cu/async.cuh"),
+            include_str!("cu/matmul.cu")
+        ),
     },
     ModuleSource { name: "sample", source: concat!(include_str!("cu/pdl.cuh"), include_str!("cu/sample.cu")) },
     ModuleSource { name: "init", source: concat!(include_str!("cu/pdl.cuh"), include_str!("cu/init.cu")) },

@@ -19,7 +19,12 @@ pub const MATMUL_WARPS: usize = 8;
 
 /// Splits of the KV length in attention. Fixed for every width, so a row's
 /// attention result never depends on how many rows share its step.
-pub const ATTENTION_SPLITS: usize = 16;
+pub const ATTENTION_SPLITS: usize = 32;
+
+/// Most splits the attention kernel merges: its merge gives each split a
+/// lane (attention.cu's MAX_SPLITS).
+pub const ATTENTION_MAX_SPLITS: usize = 32;
+const _: () = assert!(ATTENTION_SPLITS <= ATTENTION_MAX_SPLITS);
 
 /// KV positions an attention block stages in shared memory at a time
 /// (attention.cu's CHUNK).
@@ -27,6 +32,38 @@ pub const ATTENTION_CHUNK: usize = 64;
 
 /// Most warps of an attention block: one a (row, query head) unit.
 pub const ATTENTION_MAX_WARPS: usize = 32;
+
+/// Most warps of a block of the `attention` kernel, compiled for at most 80
+/// registers a thread; larger blocks (GQA groups of more than 16 query
+/// heads) run `attention_large_group`, compiled for 1,024 threads (64
+/// registers, a few spilled).
+pub const ATTENTION_FAST_MAX_WARPS: usize = 16;
+
+/// The attention kernel of a block of `warps` warps.
+pub fn attention_kernel(warps: usize) -> &'static str {
+    if warps <= ATTENTION_FAST_MAX_WARPS {
+        "attention"
+    } else {
+        "attention_large_group"
+    }
+}
+
+/// Blocks along the KV length for each (row group, KV head) of an attention
+/// step at width `bucket`: one a split up to 32 rows; in wider steps, whose
+/// row groups already fill the GPU, a block walks several splits, since
+/// blocks with no chunk to attend still cost their launch. Chosen on the
+/// H200 (bench/results/2026-11-29-h200-attention/experiments.txt): SmolLM2
+/// at 128 rows took 2.46 ms a step with 32 blocks, 2.14 with 8 (512 tokens
+/// of context; 4.15 and 3.93 at 2,048); 16 blocks at 32 rows were faster
+/// at 512 tokens (1.19 against 1.26 ms) but slower at the apply prompts'
+/// 2,048 (1.88 against 1.72).
+pub fn attention_kv_blocks(bucket: usize) -> usize {
+    match bucket {
+        0..=32 => ATTENTION_SPLITS,
+        33..=64 => ATTENTION_SPLITS / 2,
+        _ => ATTENTION_SPLITS / 4,
+    }
+}
 
 /// Largest head dimension the attention and RoPE kernels hold in shared
 /// memory.
@@ -283,8 +320,33 @@ mod tests {
                 assert!(warps <= ATTENTION_MAX_WARPS, "group {group}, bucket {bucket}");
             }
         }
+        assert_eq!(attention_kernel(16), "attention");
+        assert_eq!(attention_kernel(17), "attention_large_group");
+        for bucket in WIDTH_BUCKETS {
+            let blocks = attention_kv_blocks(bucket);
+            assert!((1..=ATTENTION_SPLITS).contains(&blocks), "bucket {bucket}");
+        }
         assert_eq!(attention_shared_bytes(64, 3), 16384 + 3 * 128 * 4);
         assert!(attention_shared_bytes(MAX_HEAD_DIM, ATTENTION_MAX_WARPS) <= 227 * 1024);
+    }
+
+    #[test]
+    fn kernel_sources_define_the_limits_written_here() {
+        let attention = include_str!("cu/attention.cu");
+        let matmul = include_str!("cu/matmul.cu");
+        for (source, name, value) in [
+            (attention, "CHUNK", ATTENTION_CHUNK),
+            (attention, "MAX_WARPS", ATTENTION_MAX_WARPS),
+            (attention, "FAST_MAX_WARPS", ATTENTION_FAST_MAX_WARPS),
+            (attention, "MAX_SPLITS", ATTENTION_MAX_SPLITS),
+            (matmul, "WARPS", MATMUL_WARPS),
+            (matmul, "WIDE_ROWS", WIDE_ROWS),
+            (matmul, "WIDE_STAGES", WIDE_STAGES),
+            (matmul, "WIDE_STRIDE", WIDE_STRIDE),
+        ] {
+            let line = format!("#define {name} {value}");
+            assert!(source.lines().any(|l| l == line || l.starts_with(&format!("{line} "))), "{line}");
+        }
     }
 
     #[test]

@@ -185,7 +185,7 @@ const KERNELS: [(&str, &[&str]); 7] = [
     ("embed", &["embed_gather"]),
     ("norm", &["rms_norm"]),
     ("rope", &["qkv_rope_append"]),
-    ("attention", &["attention"]),
+    ("attention", &["attention", "attention_large_group"]),
     ("matmul", &PRODUCT_KERNELS),
     ("sample", &["argmax_rows"]),
     ("init", &["fill_uniform_bf16"]),
@@ -321,7 +321,8 @@ impl Gpu {
                     .load_function(kernel)
                     .map_err(KernelError::driver(format!("cuModuleGetFunction ({kernel})")))?;
                 let shared = match kernel {
-                    "attention" => Some(attention_shared_bytes(MAX_HEAD_DIM, ATTENTION_MAX_WARPS)),
+                    "attention" => Some(attention_shared_bytes(MAX_HEAD_DIM, ATTENTION_FAST_MAX_WARPS)),
+                    "attention_large_group" => Some(attention_shared_bytes(MAX_HEAD_DIM, ATTENTION_MAX_WARPS)),
                     _ => wide_kernel_tokens(kernel).map(wide_shared_bytes),
                 };
                 if let Some(bytes) = shared {
@@ -685,8 +686,13 @@ impl Gpu {
         check_cache(K, &cache, hk * d)?;
         let per_block = attention_rows_per_block(rows, group);
         let warps = group * per_block;
-        let (hq_i, hk_i, d_i, per_block_i) =
-            (int(K, "hq", hq)?, int(K, "hk", hk)?, int(K, "d", d)?, int(K, "r", per_block)?);
+        let (hq_i, hk_i, d_i, per_block_i, splits_i) = (
+            int(K, "hq", hq)?,
+            int(K, "hk", hk)?,
+            int(K, "d", d)?,
+            int(K, "r", per_block)?,
+            int(K, "splits", ATTENTION_SPLITS)?,
+        );
         let scale = 1.0 / (d as f32).sqrt();
         let mut args = kernel_args![
             &q.raw,
@@ -701,15 +707,16 @@ impl Gpu {
             &hk_i,
             &d_i,
             &per_block_i,
+            &splits_i,
             &scale
         ];
-        let mut config = grid(hk, rows.div_ceil(per_block), ATTENTION_SPLITS, warps * 32);
+        let mut config = grid(hk, rows.div_ceil(per_block), attention_kv_blocks(rows), warps * 32);
         config.shared_mem_bytes = attention_shared_bytes(d, warps) as u32;
         // SAFETY: matches attention.cu's signature; lengths checked above
         // (the counters of rows / per_block row groups of hk KV heads fit
         // rows * hq); the block table covers every visible position
         // (KvCache::reserve).
-        unsafe { self.launch(K, config, &mut args) }
+        unsafe { self.launch(attention_kernel(warps), config, &mut args) }
     }
 
     /// `y (+)= x @ w^T` for the step's rows: x (rows, k), w (n, k) bf16,

@@ -410,19 +410,6 @@ SKINNY(2, _norm, NORM_PARAMS, NORM_INPUT, true, )
 // the 8 lanes of a shared-memory phase (two rows) hit distinct banks.
 #define WIDE_STRIDE 288
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* global, bool ok) {
-    const unsigned dst = (unsigned)__cvta_generic_to_shared(smem);
-    // src-size 0 fills the 16 bytes with zeros (rows or K past the end).
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global), "r"(ok ? 16 : 0));
-}
-
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
 // Rows of one stage (WIDE_ROWS weight rows, then 8 TILES tokens) from
 // `src` (row0.. of `limit` valid rows, K = k) at K block `kb`: warp v
 // copies row v, v + 8, ... 16 bytes a lane.

@@ -31,6 +31,7 @@ use graft_engine::decode::draft::DEFAULT_MIN_NGRAM;
 use graft_engine::decode::{GenerateParams, PromptLookup, TextDraft};
 use graft_engine::model::config::{Architecture, ModelConfig, RopeScaling};
 use graft_engine::{Engine, EngineOptions};
+use graft_kernels::geometry::{ATTENTION_CHUNK, ATTENTION_SPLITS};
 use graft_kernels::{Gpu, ProductInput, ProductKernels, STEP_WORDS};
 use serde::Deserialize;
 
@@ -75,8 +76,14 @@ const INVARIANCE_TOKENS: usize = 100;
 
 /// Seeded shapes the width-invariance check runs on besides the real
 /// models: the default model's (its products preload), a Qwen2.5 one with
-/// GQA groups of 7 and the 7B one (wide grids, unfused RMSNorm).
-const INVARIANCE_SHAPES: [&str; 3] = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-7b"];
+/// GQA groups of 7, the 7B one (wide grids, unfused RMSNorm) and a
+/// synthetic one whose 32-head GQA group runs `attention_large_group`.
+const INVARIANCE_SHAPES: [&str; 4] = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-7b", "synthetic-gqa32"];
+
+/// Tokens in the KV cache before the seeded shapes' continuation: more than
+/// ATTENTION_SPLITS chunks of ATTENTION_CHUNK positions, so every split
+/// walks two chunks and the blocks of wide steps several splits each.
+const INVARIANCE_SEEDED_CONTEXT: usize = ATTENTION_SPLITS * ATTENTION_CHUNK + 52;
 
 #[derive(Args)]
 pub struct BenchGpuArgs {
@@ -101,7 +108,8 @@ pub struct BenchGpuArgs {
     bf16_tflops: f64,
     /// Shapes to time: default (the model's real weights) and any of
     /// smollm2-135m (the default model's shape), qwen2.5-coder-0.5b,
-    /// qwen2.5-coder-1.5b, qwen2.5-coder-7b.
+    /// qwen2.5-coder-1.5b, qwen2.5-coder-7b, synthetic-gqa32 (32 query heads
+    /// on one KV head).
     #[arg(
         long,
         value_delimiter = ',',
@@ -227,8 +235,7 @@ fn continuation_logits(
 /// in a step of one token and in steps of each of [`INVARIANCE_STEPS`]
 /// tokens: a speculative verify step of k drafts must give what k single
 /// steps give. Prints the result; returns the failures (0 or 1).
-fn check_width_invariance(model: &DeviceModel, name: &str, ids: &[u32]) -> anyhow::Result<usize> {
-    let prompt = &ids[..ids.len().min(8)];
+fn check_width_invariance(model: &DeviceModel, name: &str, prompt: &[u32], ids: &[u32]) -> anyhow::Result<usize> {
     let room = model.config().max_position.saturating_sub(prompt.len() + 1);
     let continuation: Vec<u32> = ids.iter().cycle().skip(3).take(INVARIANCE_TOKENS.min(room)).copied().collect();
     anyhow::ensure!(!prompt.is_empty() && !continuation.is_empty(), "{name}: no tokens to check widths on");
@@ -246,8 +253,9 @@ fn check_width_invariance(model: &DeviceModel, name: &str, ids: &[u32]) -> anyho
     let ok = differ.is_empty();
     let detail = if ok { String::new() } else { format!(" ({})", differ.join(", ")) };
     println!(
-        "widths   {name:<24} {} tokens in steps of 1 and {INVARIANCE_STEPS:?}: same bits{detail}  {}",
+        "widths   {name:<24} {} tokens after {} in steps of 1 and {INVARIANCE_STEPS:?}: same bits{detail}  {}",
         continuation.len(),
+        prompt.len(),
         pass(ok)
     );
     Ok(usize::from(!ok))
@@ -258,9 +266,10 @@ fn check_width_invariance(model: &DeviceModel, name: &str, ids: &[u32]) -> anyho
 fn check_engine_widths(engine: &Engine, ordinal: usize, name: &str, ids: &[u32]) -> anyhow::Result<usize> {
     let Backend::Cuda(backend) = engine.backend() else { bail!("the engine is not on the GPU") };
     let gpu = Gpu::new(ordinal, &graft_engine::home::graft_home().join("kernels"))?;
-    let blocks = (ids.len().min(8) + INVARIANCE_TOKENS).div_ceil(16) + 2;
+    let prompt = &ids[..ids.len().min(8)];
+    let blocks = (prompt.len() + INVARIANCE_TOKENS).div_ceil(16) + 2;
     let model = DeviceModel::new(gpu, backend.config().clone(), backend.weights(), blocks)?;
-    check_width_invariance(&model, name, ids)
+    check_width_invariance(&model, name, prompt, ids)
 }
 
 fn checks(args: &BenchGpuArgs, model_path: &Path) -> anyhow::Result<usize> {
@@ -296,10 +305,10 @@ fn checks(args: &BenchGpuArgs, model_path: &Path) -> anyhow::Result<usize> {
     let cache = graft_engine::home::graft_home().join("kernels");
     for shape in INVARIANCE_SHAPES {
         let config = seeded_shape(shape).with_context(|| format!("unknown shape `{shape}`"))?;
-        let ids: Vec<u32> = (0..64).map(|i| (i * 7919 % config.vocab_size) as u32).collect();
-        let blocks = (8 + INVARIANCE_TOKENS).div_ceil(16) + 2;
+        let ids: Vec<u32> = (0..INVARIANCE_SEEDED_CONTEXT).map(|i| (i * 7919 % config.vocab_size) as u32).collect();
+        let blocks = (ids.len() + INVARIANCE_TOKENS).div_ceil(16) + 2;
         let model = DeviceModel::random(Gpu::new(args.ordinal, &cache)?, config, 0x5eed, blocks)?;
-        failures += check_width_invariance(&model, &format!("{shape} (seeded)"), &ids)?;
+        failures += check_width_invariance(&model, &format!("{shape} (seeded)"), &ids, &ids[..64])?;
     }
     if args.checks == Checks::Tiny {
         return Ok(failures);
@@ -476,6 +485,9 @@ fn seeded_shape(name: &str) -> Option<ModelConfig> {
         "qwen2.5-coder-0.5b" => (896, 4864, 24, 14, 2, 64, 151936, true),
         "qwen2.5-coder-1.5b" => (1536, 8960, 28, 12, 2, 128, 151936, true),
         "qwen2.5-coder-7b" => (3584, 18944, 28, 28, 4, 128, 152064, false),
+        // Not a released model: 32 query heads on one KV head, the widest
+        // GQA group the attention kernels take.
+        "synthetic-gqa32" => (2048, 5632, 4, 32, 1, 64, 32000, true),
         _ => return None,
     };
     Some(ModelConfig {
