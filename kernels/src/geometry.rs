@@ -146,9 +146,9 @@ pub fn attention_shared_bytes(head_dim: usize, warps: usize) -> usize {
 /// Weight rows of one block of the wide product (matmul.cu's WIDE_ROWS).
 pub const WIDE_ROWS: usize = 64;
 
-/// Tokens of one block of the wide product: 32 (the `_t4` kernels, 4 MMA
-/// tiles) or 64 (`_t8`).
-pub const WIDE_TOKENS: [usize; 2] = [32, 64];
+/// Tokens of one block of the wide product: 16 (the `_t2` kernels, 2 MMA
+/// tiles), 32 (`_t4`) or 64 (`_t8`).
+pub const WIDE_TOKENS: [usize; 3] = [16, 32, 64];
 
 /// Stages of the wide product's shared-memory pipeline (matmul.cu's
 /// WIDE_STAGES), each 256 K values of the block's weight rows and tokens,
@@ -183,13 +183,17 @@ impl WideGrid {
 }
 
 /// The grid of a wide product of `n` weight rows at width `bucket` on a GPU
-/// of `sms` multiprocessors: 64-token blocks, or 32-token blocks for
-/// buckets of at most 32 rows and where 64-token blocks would not fill half
-/// the GPU (twice the blocks, each half the work).
+/// of `sms` multiprocessors: the narrowest block that holds the bucket (64
+/// tokens past 32), then blocks of half as many tokens while the grid
+/// would fill less than half the GPU (twice the blocks, each half the
+/// work; the same bits, since a row's sums do not depend on its block).
 pub fn wide_grid(bucket: usize, n: usize, sms: usize) -> WideGrid {
     let row_tiles = n.div_ceil(WIDE_ROWS);
-    let [narrow, wide] = WIDE_TOKENS;
-    let tokens = if bucket <= narrow || 2 * bucket.div_ceil(wide) * row_tiles < sms { narrow } else { wide };
+    let [narrowest, .., widest] = WIDE_TOKENS;
+    let mut tokens = WIDE_TOKENS.iter().copied().find(|&t| t >= bucket).unwrap_or(widest);
+    while tokens > narrowest && 2 * bucket.div_ceil(tokens) * row_tiles < sms {
+        tokens /= 2;
+    }
     WideGrid { tokens, token_tiles: bucket.div_ceil(tokens), row_tiles }
 }
 
@@ -281,10 +285,14 @@ mod tests {
         let grid = |tokens, token_tiles, row_tiles| WideGrid { tokens, token_tiles, row_tiles };
         // A 7B gate/up product at 128 rows: 592 row tiles of 64, 64 tokens.
         assert_eq!(wide_grid(128, 37888, 132), grid(64, 2, 592));
-        // SmolLM2's O product at 128 rows: 18 blocks of 64 tokens would
-        // leave most SMs idle, so 36 of 32.
-        assert_eq!(wide_grid(128, 576, 132), grid(32, 4, 9));
+        // SmolLM2's O product at 128 rows: 18 blocks of 64 tokens, or 36 of
+        // 32, would leave most SMs idle, so 72 of 16.
+        assert_eq!(wide_grid(128, 576, 132), grid(16, 8, 9));
         assert_eq!(wide_grid(32, 37888, 132), grid(32, 1, 592));
+        // The 7B O and down products at 32 rows: 112 blocks of 16 tokens.
+        assert_eq!(wide_grid(32, 3584, 132), grid(16, 2, 56));
+        assert_eq!(wide_grid(16, 4608, 132), grid(16, 1, 72));
+        assert_eq!(wide_grid(128, 3584, 132), grid(64, 2, 56));
         for (bucket, n) in [(16, 4608), (32, 4608), (64, 576), (128, 3584), (128, 49152)] {
             let g = wide_grid(bucket, n, 132);
             assert!(WIDE_TOKENS.contains(&g.tokens));
@@ -292,7 +300,8 @@ mod tests {
         }
         assert!(prefers_wide(128, 576, 132), "the widest bucket always");
         assert!(prefers_wide(32, 3584, 132), "56 blocks");
-        assert!(!prefers_wide(64, 896, 132), "28 blocks");
+        assert!(prefers_wide(64, 896, 132), "56 blocks of 16 tokens");
+        assert!(!prefers_wide(32, 896, 132), "28 blocks");
         assert!(prefers_wide(16, 3072, 132), "48 blocks");
         assert!(!prefers_wide(8, 49152, 132), "8-row steps stay skinny");
     }

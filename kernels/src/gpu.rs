@@ -144,7 +144,7 @@ pub enum ProductKernels {
 /// (`_norm`: normalizes f32 rows itself, up to FUSED_NORM_MAX_ROWS rows),
 /// tile count, `_preload` ([`skinny_preloads`]; the `_norm` kernels always
 /// preload); wide: family.
-const PRODUCT_KERNELS: [&str; 33] = [
+const PRODUCT_KERNELS: [&str; 36] = [
     "skinny_t1",
     "skinny_t2",
     "skinny_t4",
@@ -172,6 +172,9 @@ const PRODUCT_KERNELS: [&str; 33] = [
     "skinny_swiglu_t2_preload",
     "skinny_rope_t1_preload",
     "skinny_rope_t2_preload",
+    "wide_store_t2",
+    "wide_swiglu_t2",
+    "wide_rope_t2",
     "wide_store_t4",
     "wide_swiglu_t4",
     "wide_rope_t4",

@@ -557,6 +557,7 @@ __device__ void wide(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* _
         wide<TILES>(x, w, step, n, k, RopeAppend{bias, inv_freq, step, table, q_out, k_cache, v_cache, hq, hk, d}); \
     }
 
-// 32-token blocks (bucket 32) and 64-token blocks (buckets 64 and 128).
+// 16-, 32- and 64-token blocks (geometry::wide_grid).
+WIDE(2)
 WIDE(4)
 WIDE(8)
