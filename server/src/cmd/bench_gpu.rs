@@ -234,7 +234,9 @@ fn continuation_logits(
 /// Whether every row's logits are bit for bit the same when its token runs
 /// in a step of one token and in steps of each of [`INVARIANCE_STEPS`]
 /// tokens: a speculative verify step of k drafts must give what k single
-/// steps give. Prints the result; returns the failures (0 or 1).
+/// steps give. The continuation (up to [`INVARIANCE_TOKENS`] of `ids`)
+/// follows `prompt` in the KV cache. Prints the result; returns the
+/// failures (0 or 1).
 fn check_width_invariance(model: &DeviceModel, name: &str, prompt: &[u32], ids: &[u32]) -> anyhow::Result<usize> {
     let room = model.config().max_position.saturating_sub(prompt.len() + 1);
     let continuation: Vec<u32> = ids.iter().cycle().skip(3).take(INVARIANCE_TOKENS.min(room)).copied().collect();
