@@ -45,8 +45,15 @@ pub const MODULES: [ModuleSource; 7] = [
     ModuleSource { name: "init", source: concat!(include_str!("cu/pdl.cuh"), include_str!("cu/init.cu")) },
 ];
 
-/// Where NVRTC finds `cuda_bf16.h` on the machines graft runs on.
-pub const CUDA_INCLUDE_DIR: &str = "/usr/local/cuda/include";
+/// Where NVRTC finds `cuda_bf16.h`: `$GRAFT_CUDA_INCLUDE` (CUDA's headers
+/// installed elsewhere, e.g. the `nvidia-cuda-runtime-cu12` wheel's
+/// `include/`), else a CUDA toolkit's default place.
+pub fn cuda_include_dir() -> String {
+    std::env::var("GRAFT_CUDA_INCLUDE").unwrap_or_else(|_| DEFAULT_CUDA_INCLUDE_DIR.to_owned())
+}
+
+/// A CUDA toolkit's headers on Linux.
+pub const DEFAULT_CUDA_INCLUDE_DIR: &str = "/usr/local/cuda/include";
 
 /// The NVRTC target for a compute capability: the arch-specific `a`
 /// variant where it exists (wgmma on Hopper), `None` below 8.0 (the
@@ -71,7 +78,7 @@ pub fn arch_for(major: i32, minor: i32) -> Option<&'static str> {
 pub fn compile_options(arch: &'static str) -> CompileOptions {
     CompileOptions {
         arch: Some(arch),
-        include_paths: vec![CUDA_INCLUDE_DIR.to_owned()],
+        include_paths: vec![cuda_include_dir()],
         options: vec!["--std=c++17".to_owned()],
         ..Default::default()
     }

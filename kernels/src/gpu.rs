@@ -851,6 +851,32 @@ impl Gpu {
 mod tests {
     use super::*;
 
+    /// Every module compiles through NVRTC (`load_or_compile`, the path a
+    /// GPU takes) for Ampere and Hopper, and its PTX defines every kernel
+    /// the launcher looks up there. Needs NVRTC and CUDA's headers, no GPU:
+    /// scripts/test.sh installs both from PyPI (`.cache/nvrtc`).
+    #[test]
+    fn every_module_compiles_and_defines_its_kernels() {
+        // SAFETY: only tries to open the library.
+        let found = unsafe { cudarc::nvrtc::sys::is_culib_present() };
+        assert!(found, "NVRTC not found: scripts/test.sh installs it into .cache/nvrtc and sets LD_LIBRARY_PATH");
+        let dir = tempfile::tempdir().expect("temp dir");
+        for arch in ["sm_80", "sm_90a"] {
+            for module in &MODULES {
+                let ptx = match load_or_compile(dir.path(), module, arch) {
+                    Ok(ptx) => ptx,
+                    Err(err) => panic!("{err}"),
+                };
+                let (_, kernels) = KERNELS.iter().find(|(name, _)| *name == module.name).expect("listed");
+                for kernel in *kernels {
+                    assert!(ptx.contains(&format!(".entry {kernel}(")), "{} ({arch}) lacks {kernel}", module.name);
+                }
+            }
+        }
+        let listed: Vec<&str> = KERNELS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(listed, MODULES.iter().map(|m| m.name).collect::<Vec<_>>(), "every module has its kernels listed");
+    }
+
     #[test]
     fn every_skinny_step_has_a_kernel() {
         for family in ["skinny", "skinny_swiglu", "skinny_rope"] {
