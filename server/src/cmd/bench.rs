@@ -22,6 +22,7 @@ use graft_engine::decode::{Drafter, GenerateParams, Generation, NoDraft, PromptL
 use rayon::prelude::*;
 
 use super::device::{load_engine, parse_device, DeviceArg};
+use super::quantile;
 
 #[derive(Args)]
 pub struct BenchGenerateArgs {
@@ -184,6 +185,9 @@ struct ModeTotals {
     outputs: usize,
     /// Per case: prefill + decode, in ms.
     latencies: Vec<f64>,
+    /// Per case: the prefill alone and the decode alone, in ms.
+    prefills: Vec<f64>,
+    decodes: Vec<f64>,
 }
 
 impl ModeTotals {
@@ -192,15 +196,11 @@ impl ModeTotals {
         self.steps += generation.stats.steps;
         self.decode_secs += generation.stats.decode.as_secs_f64();
         self.outputs += generation.tokens.len();
-        self.latencies.push((generation.stats.prefill + generation.stats.decode).as_secs_f64() * 1e3);
-    }
-
-    /// The `p`-th percentile (0..=100) of the per-case latencies, nearest rank.
-    fn latency_percentile(&self, p: f64) -> f64 {
-        let mut sorted = self.latencies.clone();
-        sorted.sort_by(f64::total_cmp);
-        let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-        sorted.get(rank - 1).copied().unwrap_or(0.0)
+        let (prefill, decode) =
+            (generation.stats.prefill.as_secs_f64() * 1e3, generation.stats.decode.as_secs_f64() * 1e3);
+        self.latencies.push(prefill + decode);
+        self.prefills.push(prefill);
+        self.decodes.push(decode);
     }
 
     /// Output tokens per second of prefill + decode time over all cases.
@@ -376,17 +376,33 @@ pub fn spec(args: BenchSpecArgs) -> anyhow::Result<()> {
     println!("(tok/st: output tokens per forward step after the prefill; x: decode speed-up over no draft)");
     println!();
     println!("backend   {}", engine.backend().describe());
-    println!("{:<8} {:>12} {:>12} {:>10} {:>16}", "mode", "p50 ms", "p90 ms", "tok/step", "output tok/s");
+    println!(
+        "{:<8} {:>12} {:>12} {:>10} {:>16} | {:>11} {:>11} {:>10} {:>10}",
+        "mode",
+        "p50 ms",
+        "p90 ms",
+        "tok/step",
+        "output tok/s",
+        "prefill p50",
+        "prefill p90",
+        "decode p50",
+        "decode p90"
+    );
     for (name, total) in ["none", "lookup", "text"].iter().zip(&totals) {
         println!(
-            "{name:<8} {:>12.2} {:>12.2} {:>10.2} {:>16.0}",
-            total.latency_percentile(50.0),
-            total.latency_percentile(90.0),
+            "{name:<8} {:>12.2} {:>12.2} {:>10.2} {:>16.0} | {:>11.2} {:>11.2} {:>10.2} {:>10.2}",
+            quantile(&total.latencies, 0.5),
+            quantile(&total.latencies, 0.9),
             total.tokens_per_step(),
-            total.effective_tokens_per_second()
+            total.effective_tokens_per_second(),
+            quantile(&total.prefills, 0.5),
+            quantile(&total.prefills, 0.9),
+            quantile(&total.decodes, 0.5),
+            quantile(&total.decodes, 0.9)
         );
     }
-    println!("(latency: prefill + decode of one case; output tok/s: all output tokens over all prefill + decode time)");
+    println!("(latency: prefill + decode of one case, in ms, and each alone (the modes share one prefill a case);");
+    println!(" output tok/s: all output tokens over all prefill + decode time)");
     if args.device_time {
         println!();
         println!("{:<8} {:>14} {:>14} {:>14}", "mode", "decode ms/step", "device ms", "host ms");

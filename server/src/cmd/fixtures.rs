@@ -22,6 +22,7 @@ use serde::Deserialize;
 
 use super::apply::{read_text, run_apply, LazyEngine, Unaccepted};
 use super::device::{parse_device, DeviceArg};
+use super::quantile;
 
 #[derive(Args)]
 pub struct FixturesArgs {
@@ -225,15 +226,6 @@ fn load_case_dir(case_dir: &Path) -> anyhow::Result<Case> {
     })
 }
 
-/// The `p`-quantile (0..=1) of sorted values, nearest rank.
-fn quantile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 /// The JSON line of one case for `--json-lines`.
 fn case_json(case: &Case, run: &Run, outcome: &ApplyOutcome) -> serde_json::Value {
     serde_json::json!({
@@ -330,8 +322,7 @@ pub fn run(args: FixturesArgs) -> anyhow::Result<()> {
     let count = |f: &dyn Fn(&Run) -> bool| runs.iter().filter(|r| f(r)).count();
     let total = runs.len();
     let percent = |n: usize| 100.0 * n as f64 / total as f64;
-    let mut latencies: Vec<f64> = runs.iter().map(|r| r.ms).collect();
-    latencies.sort_by(f64::total_cmp);
+    let latencies: Vec<f64> = runs.iter().map(|r| r.ms).collect();
     let rows = [
         ("exact match", count(&|r| r.verdict == Verdict::Exact)),
         ("exact ignoring trailing whitespace", count(&|r| r.verdict != Verdict::Wrong)),
