@@ -346,34 +346,34 @@ struct RopeAppend {
 };
 
 // The entry points of one tile count, input form and weight loading:
-// skinny[_swiglu|_rope]<NAME>_t<TILES><SUFFIX>, where INPUT(TILES) builds
-// the x operand from the parameters X_PARAMS; SUFFIX _preload for PRELOAD.
+// skinny[_swiglu|_rope]<NAME>_t<TILES><SUFFIX>, where INPUT builds the x
+// operand from the parameters X_PARAMS; SUFFIX _preload for PRELOAD.
 #define SKINNY(TILES, NAME, X_PARAMS, INPUT, PRELOAD, SUFFIX)                                                   \
     extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                    \
         skinny##NAME##_t##TILES##SUFFIX(X_PARAMS, const __nv_bfloat16* __restrict__ w, float* __restrict__ y,  \
                                         const unsigned* __restrict__ step, int n, int k, int accumulate) {      \
-        skinny<TILES, PRELOAD>(INPUT(TILES), w, step, n, k, StoreF32{y, n, accumulate});                               \
+        skinny<TILES, PRELOAD>(INPUT, w, step, n, k, StoreF32{y, n, accumulate});                                \
     }                                                                                                           \
     extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                    \
         skinny_swiglu##NAME##_t##TILES##SUFFIX(X_PARAMS, const __nv_bfloat16* __restrict__ w,                  \
                                                __nv_bfloat16* __restrict__ out, const unsigned* __restrict__ step, \
                                                int n, int k) {                                                  \
-        skinny<TILES, PRELOAD>(INPUT(TILES), w, step, n, k, SwiGlu{out, n / 2});                                       \
+        skinny<TILES, PRELOAD>(INPUT, w, step, n, k, SwiGlu{out, n / 2});                                        \
     }                                                                                                           \
     extern "C" __global__ void __launch_bounds__(WARPS * 32) skinny_rope##NAME##_t##TILES##SUFFIX(              \
         X_PARAMS, const __nv_bfloat16* __restrict__ w, const unsigned* __restrict__ step, int n, int k,         \
         const float* __restrict__ bias, const float* __restrict__ inv_freq, const unsigned* __restrict__ table, \
         float* __restrict__ q_out, __nv_bfloat16* __restrict__ k_cache, __nv_bfloat16* __restrict__ v_cache,   \
         int hq, int hk, int d) {                                                                                \
-        skinny<TILES, PRELOAD>(INPUT(TILES), w, step, n, k,                                                            \
+        skinny<TILES, PRELOAD>(INPUT, w, step, n, k,                                                             \
                                RopeAppend{bias, inv_freq, step, table, q_out, k_cache, v_cache, hq, hk, d});    \
     }
 
 #define COMMA ,
 #define BF16_PARAMS const __nv_bfloat16* __restrict__ x
-#define BF16_INPUT(TILES) (Bf16Rows{x, k})
+#define BF16_INPUT (Bf16Rows{x, k})
 #define NORM_PARAMS const float* __restrict__ x COMMA const float* __restrict__ norm_w COMMA float eps
-#define NORM_INPUT(TILES) (NormedRows{x, norm_w, eps, k})
+#define NORM_INPUT (NormedRows{x, norm_w, eps, k})
 
 SKINNY(1, , BF16_PARAMS, BF16_INPUT, false, )
 SKINNY(2, , BF16_PARAMS, BF16_INPUT, false, )

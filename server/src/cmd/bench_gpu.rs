@@ -231,6 +231,12 @@ fn continuation_logits(
     Ok(values)
 }
 
+/// KV blocks of a width-invariance model: the prompt, the continuation and
+/// two 16-token blocks of slack.
+fn invariance_blocks(prompt_len: usize) -> usize {
+    (prompt_len + INVARIANCE_TOKENS).div_ceil(16) + 2
+}
+
 /// Whether every row's logits are bit for bit the same when its token runs
 /// in a step of one token and in steps of each of [`INVARIANCE_STEPS`]
 /// tokens: a speculative verify step of k drafts must give what k single
@@ -269,8 +275,7 @@ fn check_engine_widths(engine: &Engine, ordinal: usize, name: &str, ids: &[u32])
     let Backend::Cuda(backend) = engine.backend() else { bail!("the engine is not on the GPU") };
     let gpu = Gpu::new(ordinal, &graft_engine::home::graft_home().join("kernels"))?;
     let prompt = &ids[..ids.len().min(8)];
-    let blocks = (prompt.len() + INVARIANCE_TOKENS).div_ceil(16) + 2;
-    let model = DeviceModel::new(gpu, backend.config().clone(), backend.weights(), blocks)?;
+    let model = DeviceModel::new(gpu, backend.config().clone(), backend.weights(), invariance_blocks(prompt.len()))?;
     check_width_invariance(&model, name, prompt, ids)
 }
 
@@ -308,8 +313,7 @@ fn checks(args: &BenchGpuArgs, model_path: &Path) -> anyhow::Result<usize> {
     for shape in INVARIANCE_SHAPES {
         let config = seeded_shape(shape).with_context(|| format!("unknown shape `{shape}`"))?;
         let ids: Vec<u32> = (0..INVARIANCE_SEEDED_CONTEXT).map(|i| (i * 7919 % config.vocab_size) as u32).collect();
-        let blocks = (ids.len() + INVARIANCE_TOKENS).div_ceil(16) + 2;
-        let model = DeviceModel::random(Gpu::new(args.ordinal, &cache)?, config, 0x5eed, blocks)?;
+        let model = DeviceModel::random(Gpu::new(args.ordinal, &cache)?, config, 0x5eed, invariance_blocks(ids.len()))?;
         failures += check_width_invariance(&model, &format!("{shape} (seeded)"), &ids, &ids[..64])?;
     }
     if args.checks == Checks::Tiny {
