@@ -5,8 +5,9 @@
 //!   over a measured copy bandwidth).
 //! - `graft bench spec`: speculative decoding on apply cases (JSONL in the
 //!   format of the shared dev set): steps, tokens per step and decode time
-//!   without drafts, with prompt lookup and with the expected output as the
-//!   text draft (the upper bound), and the speed-up over no drafts; then
+//!   without drafts, with prompt lookup (over original, update and the
+//!   output so far) and with the expected output as the text draft, and the
+//!   speed-up over no drafts; then
 //!   per mode the latency of a whole generation (prefill + decode) at p50
 //!   and p90 and the effective output rate. `--dump-cases` writes each
 //!   case's prompt and output length so peers run the same work.

@@ -32,7 +32,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
     /// Where speculative drafts come from: `none` (one token per step),
-    /// `lookup` (n-grams of the prompt) or `text:FILE` (the tokens of FILE).
+    /// `lookup` (n-grams of the prompt and the output) or `text:FILE` (the tokens of FILE).
     #[arg(long, default_value = "none", value_parser = parse_draft)]
     draft: DraftSource,
     /// Upper bound on draft tokens verified per step (the width adapts).

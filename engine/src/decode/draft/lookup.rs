@@ -1,6 +1,6 @@
 //! [`PromptLookup`]: drafts by finding the recent output in given token
-//! sequences (e.g. the original file and the update of an apply request)
-//! and proposing what follows there.
+//! sequences (e.g. the original file and the update of an apply request) and
+//! in the output itself, and proposing what follows there.
 
 use super::ngram::{NgramIndex, Occurrence};
 use super::Drafter;
@@ -17,14 +17,21 @@ const MAX_CANDIDATES: usize = 8;
 /// How far back past the n-gram candidates are compared to break ties.
 const MAX_EXTENSION: usize = 64;
 
-/// n-gram lookup over sequences indexed once per request. A lookup hashes
-/// at most [`LENGTHS`]`.len()` output suffixes and compares a bounded number
-/// of candidates ([`MAX_CANDIDATES`] × [`MAX_EXTENSION`] tokens), so its
-/// cost does not grow with the prompt. The longest suffix with a match
-/// wins; among its occurrences, the one agreeing furthest back with the
-/// output, then the first.
+/// n-gram lookup over sequences indexed once per request and over the
+/// output so far, indexed as it grows (as transformers' prompt lookup and
+/// llama.cpp's n-gram drafts do: text a generation repeats, such as a
+/// block written twice or a loop, is drafted from its first writing). A
+/// lookup hashes at most [`LENGTHS`]`.len()` output suffixes and compares a
+/// bounded number of candidates ([`MAX_CANDIDATES`] × [`MAX_EXTENSION`]
+/// tokens), so its cost does not grow with the prompt. The longest suffix
+/// with a match wins; among its occurrences, the one agreeing furthest back
+/// with the output, then the first (the given sequences before the output).
+/// A draft copied from the output may run past the output's end: it then
+/// goes on with its own beginning, so a loop of period p drafts as many
+/// tokens as the width allows, not p.
 #[derive(Debug, Clone)]
 pub struct PromptLookup {
+    /// The given sequences, then the output (the last source).
     index: NgramIndex,
     min_ngram: usize,
 }
@@ -33,7 +40,24 @@ impl PromptLookup {
     /// Indexes `sources`; suffixes shorter than `min_ngram` (at least 1) are
     /// not looked up.
     pub fn new(sources: &[Vec<u32>], min_ngram: usize) -> Self {
-        Self { index: NgramIndex::new(sources.to_vec(), &LENGTHS), min_ngram: min_ngram.max(1) }
+        let mut all = sources.to_vec();
+        all.push(Vec::new());
+        Self { index: NgramIndex::new(all, &LENGTHS), min_ngram: min_ngram.max(1) }
+    }
+
+    fn output_source(&self) -> u32 {
+        (self.index.source_count() - 1) as u32
+    }
+
+    /// Brings the index's copy of the output up to `output`: the new tokens
+    /// are indexed; an output that does not extend the copy (a new
+    /// generation) replaces it.
+    fn follow(&mut self, output: &[u32]) {
+        if !output.starts_with(self.index.source(self.output_source())) {
+            self.index.clear_last();
+        }
+        let from = self.index.source(self.output_source()).len();
+        self.index.extend_last(&output[from..]);
     }
 
     /// Tokens before the n-gram at which `output` and the source agree.
@@ -46,10 +70,30 @@ impl PromptLookup {
         }
         extension
     }
+
+    /// Up to `max` tokens from `at`'s continuation; from the output, past
+    /// its end the draft continues with itself.
+    fn continuation(&self, at: Occurrence, max: usize) -> Vec<u32> {
+        let source = self.index.source(at.source);
+        let start = at.end as usize;
+        if at.source != self.output_source() {
+            return source[start..source.len().min(start.saturating_add(max))].to_vec();
+        }
+        let mut draft = Vec::with_capacity(max);
+        for position in start..start.saturating_add(max) {
+            let token = match source.get(position) {
+                Some(&token) => token,
+                None => draft[position - source.len()],
+            };
+            draft.push(token);
+        }
+        draft
+    }
 }
 
 impl Drafter for PromptLookup {
     fn propose(&mut self, output: &[u32], max: usize) -> Vec<u32> {
+        self.follow(output);
         for (table, &n) in self.index.lengths().iter().enumerate().rev() {
             if n < self.min_ngram || n > output.len() {
                 continue;
@@ -63,9 +107,7 @@ impl Drafter for PromptLookup {
                 .map(|o| (self.extension(output, n, o), o))
                 .reduce(|best, next| if next.0 > best.0 { next } else { best });
             if let Some((_, at)) = best {
-                let source = self.index.source(at.source);
-                let start = at.end as usize;
-                return source[start..source.len().min(start.saturating_add(max))].to_vec();
+                return self.continuation(at, max);
             }
         }
         Vec::new()
@@ -105,6 +147,30 @@ mod tests {
         assert!(lookup.propose(&[4, 5], 4).is_empty());
         assert!(lookup.propose(&[2, 3], 4).is_empty(), "the match ends its source");
         assert_eq!(lookup.propose(&[1, 2], 4), vec![3]);
+    }
+
+    #[test]
+    fn drafts_from_the_output_itself_past_its_end() {
+        let mut lookup = PromptLookup::new(&[vec![50, 51]], 2);
+        // "1 2 3" occurred before in the output: the draft repeats the loop.
+        assert_eq!(lookup.propose(&[1, 2, 3, 4, 1, 2, 3], 6), vec![4, 1, 2, 3, 4, 1]);
+        // The output grew by what was accepted: still one index, extended.
+        assert_eq!(lookup.propose(&[1, 2, 3, 4, 1, 2, 3, 4, 1], 3), vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn given_sources_win_ties_with_the_output() {
+        let mut lookup = PromptLookup::new(&[vec![1, 2, 3, 9]], 2);
+        assert_eq!(lookup.propose(&[1, 2, 3, 7, 1, 2, 3], 2), vec![9]);
+        // A longer match in the output wins.
+        assert_eq!(lookup.propose(&[5, 1, 2, 3, 7, 5, 1, 2, 3], 2), vec![7, 5]);
+    }
+
+    #[test]
+    fn a_new_generation_forgets_the_previous_output() {
+        let mut lookup = PromptLookup::new(&[], 2);
+        assert_eq!(lookup.propose(&[1, 2, 3, 1, 2], 1), vec![3]);
+        assert!(lookup.propose(&[9, 1, 2], 4).is_empty(), "[1, 2] was only in the previous output");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!   later the structural merge candidate) with an aligned cursor and
 //!   re-aligns after a divergence.
 //! - [`PromptLookup`] looks the recent output up in an n-gram index of given
-//!   token sequences (e.g. original + update), longest match first.
+//!   token sequences (e.g. original + update) and of the output so far,
+//!   longest match first.
 //! - [`CompositeDraft`] asks a `TextDraft` first and falls back to a
 //!   `PromptLookup`.
 //! - [`NoDraft`] proposes nothing (plain greedy decoding, one token a step).

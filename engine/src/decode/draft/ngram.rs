@@ -50,6 +50,37 @@ impl NgramIndex {
         Self { sources, lengths: lengths.to_vec(), tables }
     }
 
+    /// Appends `tokens` to the last source and indexes the n-grams that now
+    /// end in it (occurrences stay in order: the last source's come last).
+    pub fn extend_last(&mut self, tokens: &[u32]) {
+        let Some(source) = self.sources.len().checked_sub(1) else { return };
+        let old_len = self.sources[source].len();
+        self.sources[source].extend_from_slice(tokens);
+        let sequence = &self.sources[source];
+        for (&n, table) in self.lengths.iter().zip(&mut self.tables) {
+            for end in (old_len + 1).max(n)..=sequence.len() {
+                let occurrence = Occurrence { source: source as u32, end: end as u32 };
+                table.entry(hash(&sequence[end - n..end])).or_default().push(occurrence);
+            }
+        }
+    }
+
+    /// Empties the last source and forgets its n-grams.
+    pub fn clear_last(&mut self) {
+        let Some(source) = self.sources.len().checked_sub(1) else { return };
+        self.sources[source].clear();
+        for table in &mut self.tables {
+            table.retain(|_, list| {
+                list.retain(|o| o.source as usize != source);
+                !list.is_empty()
+            });
+        }
+    }
+
+    pub fn source_count(&self) -> usize {
+        self.sources.len()
+    }
+
     pub fn source(&self, index: u32) -> &[u32] {
         &self.sources[index as usize]
     }
@@ -98,5 +129,23 @@ mod tests {
         assert_eq!(index.nearest(0, &[2], 3), Some(Occurrence { source: 0, end: 5 }));
         assert_eq!(index.nearest(0, &[3], 4), Some(Occurrence { source: 0, end: 3 }));
         assert_eq!(index.nearest(0, &[9], 0), None);
+    }
+
+    #[test]
+    fn extending_the_last_source_indexes_what_it_completes() {
+        let mut grown = NgramIndex::new(vec![vec![1, 2], vec![3]], &[1, 2]);
+        grown.extend_last(&[1, 2]);
+        grown.extend_last(&[3, 1]);
+        let whole = NgramIndex::new(vec![vec![1, 2], vec![3, 1, 2, 3, 1]], &[1, 2]);
+        for (table, gram) in [(0, &[1][..]), (0, &[3]), (1, &[1, 2]), (1, &[3, 1]), (1, &[2, 3])] {
+            assert_eq!(
+                grown.occurrences(table, gram).collect::<Vec<_>>(),
+                whole.occurrences(table, gram).collect::<Vec<_>>()
+            );
+        }
+        grown.clear_last();
+        assert_eq!(grown.source(1), &[] as &[u32]);
+        assert_eq!(grown.occurrences(1, &[1, 2]).collect::<Vec<_>>(), vec![Occurrence { source: 0, end: 2 }]);
+        assert_eq!(grown.occurrences(0, &[3]).count(), 0);
     }
 }
