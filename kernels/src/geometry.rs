@@ -119,6 +119,53 @@ pub fn skinny_preloads(tiles: usize, k: usize, blocks: usize, sms: usize) -> boo
     tiles <= SKINNY_PRELOAD_MAX_TILES && (k <= SKINNY_PRELOAD_MAX_K || blocks <= sms)
 }
 
+/// K values one unrolled iteration of a skinny warp covers at `tiles` tiles
+/// (matmul.cu's UNROLL steps of 32 values for each of MATMUL_WARPS warps).
+pub fn skinny_stride(tiles: usize) -> usize {
+    let unroll = match tiles {
+        0..=2 => 4,
+        3..=8 => 2,
+        _ => 1,
+    };
+    MATMUL_WARPS * 32 * unroll
+}
+
+/// Most blocks an SM up to which skinny products pipeline their loads
+/// (matmul.cu's PIPELINED, the `_pipe` kernels). The second set of weight
+/// registers (about 95 a thread) leaves room for two 8-warp blocks an SM
+/// instead of five, which costs grids of many blocks; measured on the H200
+/// (bench/results/2026-11-29-h200-loads/experiments.txt): limits of 1, 2,
+/// 3 and unbounded gave the small models the same steps, and the 7B
+/// shape's one-token step 5.00, 4.87 and 4.89 ms at 2, 3 and unbounded
+/// (its QKV product has 288 blocks, its gate/up 2,368).
+pub const SKINNY_PIPELINE_MAX_BLOCKS_PER_SM: usize = 3;
+
+/// Whether a skinny product of `tiles` tiles over K = `k` in `blocks`
+/// blocks on a GPU of `sms` multiprocessors issues each warp's next loads
+/// before its current MMAs: where a warp walks K in more than one
+/// iteration (with one, there is nothing to overlap and the registers only
+/// cost blocks) and the grid has at most
+/// [`SKINNY_PIPELINE_MAX_BLOCKS_PER_SM`] blocks an SM.
+pub fn skinny_pipelines(tiles: usize, k: usize, blocks: usize, sms: usize) -> bool {
+    k > skinny_stride(tiles) && blocks <= SKINNY_PIPELINE_MAX_BLOCKS_PER_SM * sms
+}
+
+/// How a skinny product loads its weights (matmul.cu's PRELOAD and
+/// PIPELINED); the bits are the same either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SkinnyLoads {
+    pub preload: bool,
+    pub pipelined: bool,
+}
+
+impl SkinnyLoads {
+    /// The loads of a product of `tiles` tiles over K = `k` in `blocks`
+    /// blocks on a GPU of `sms` multiprocessors.
+    pub fn choose(tiles: usize, k: usize, blocks: usize, sms: usize) -> Self {
+        Self { preload: skinny_preloads(tiles, k, blocks, sms), pipelined: skinny_pipelines(tiles, k, blocks, sms) }
+    }
+}
+
 /// Blocks of the skinny product for a weight of `n` rows (16 rows a block).
 pub fn skinny_blocks(n: usize) -> usize {
     n.div_ceil(MMA_WEIGHT_ROWS)
@@ -368,6 +415,18 @@ mod tests {
         assert!(!skinny_preloads(1, 3584, 2368, 132), "the 7B shape's gate/up");
         assert!(!skinny_preloads(1, 18944, 224, 132), "the 7B shape's down");
         assert!(!skinny_preloads(4, 576, 36, 132), "32 rows");
+    }
+
+    #[test]
+    fn products_pipeline_where_a_warp_loops_over_k_in_a_small_grid() {
+        assert_eq!(skinny_stride(1), SKINNY_PRELOAD_MAX_K, "a preload holds one iteration");
+        assert!(!skinny_pipelines(1, 576, 36, 132), "SmolLM2's O: one iteration a warp");
+        assert!(skinny_pipelines(1, 1536, 36, 132), "SmolLM2's down");
+        assert!(skinny_pipelines(4, 576, 36, 132), "SmolLM2's O at 32 rows: two iterations of 512");
+        assert!(skinny_pipelines(1, 18944, 224, 132), "the 7B shape's down");
+        assert!(skinny_pipelines(1, 3584, 288, 132), "the 7B shape's QKV");
+        assert!(!skinny_pipelines(1, 3584, 2368, 132), "the 7B shape's gate/up: 18 blocks an SM");
+        assert!(!skinny_pipelines(16, 256, 36, 132), "K within one iteration at 16 tiles");
     }
 
     #[test]

@@ -143,8 +143,8 @@ pub enum ProductKernels {
 /// The products' entry points (matmul.cu). Skinny: family, input form
 /// (`_norm`: normalizes f32 rows itself, up to FUSED_NORM_MAX_ROWS rows),
 /// tile count, `_preload` ([`skinny_preloads`]; the `_norm` kernels always
-/// preload); wide: family.
-const PRODUCT_KERNELS: [&str; 36] = [
+/// preload), `_pipe` ([`skinny_pipelines`]); wide: family.
+const PRODUCT_KERNELS: [&str; 57] = [
     "skinny_t1",
     "skinny_t2",
     "skinny_t4",
@@ -172,6 +172,27 @@ const PRODUCT_KERNELS: [&str; 36] = [
     "skinny_swiglu_t2_preload",
     "skinny_rope_t1_preload",
     "skinny_rope_t2_preload",
+    "skinny_t1_pipe",
+    "skinny_t2_pipe",
+    "skinny_t4_pipe",
+    "skinny_t8_pipe",
+    "skinny_t16_pipe",
+    "skinny_swiglu_t1_pipe",
+    "skinny_swiglu_t2_pipe",
+    "skinny_swiglu_t4_pipe",
+    "skinny_swiglu_t8_pipe",
+    "skinny_swiglu_t16_pipe",
+    "skinny_rope_t1_pipe",
+    "skinny_rope_t2_pipe",
+    "skinny_rope_t4_pipe",
+    "skinny_rope_t8_pipe",
+    "skinny_rope_t16_pipe",
+    "skinny_t1_preload_pipe",
+    "skinny_t2_preload_pipe",
+    "skinny_swiglu_t1_preload_pipe",
+    "skinny_swiglu_t2_preload_pipe",
+    "skinny_rope_t1_preload_pipe",
+    "skinny_rope_t2_preload_pipe",
     "wide_store_t2",
     "wide_swiglu_t2",
     "wide_rope_t2",
@@ -252,14 +273,16 @@ struct Product {
     config: LaunchConfig,
 }
 
-/// The skinny kernel of `family` for `tiles` tiles over K = `k`, with the
-/// input normalized by the kernel when `normed`, whether it preloads
-/// ([`skinny_preloads`]).
-fn skinny_kernel(family: &'static str, normed: bool, tiles: usize, preload: bool) -> Option<&'static str> {
-    let name = match (normed, preload) {
-        (true, _) => format!("{family}_norm_t{tiles}"),
-        (false, true) => format!("{family}_t{tiles}_preload"),
-        (false, false) => format!("{family}_t{tiles}"),
+/// The skinny kernel of `family` for `tiles` tiles, with the input
+/// normalized by the kernel when `normed` (those always preload and never
+/// pipeline), with `loads` otherwise.
+fn skinny_kernel(family: &'static str, normed: bool, tiles: usize, loads: SkinnyLoads) -> Option<&'static str> {
+    let name = if normed {
+        format!("{family}_norm_t{tiles}")
+    } else {
+        let preload = if loads.preload { "_preload" } else { "" };
+        let pipe = if loads.pipelined { "_pipe" } else { "" };
+        format!("{family}_t{tiles}{preload}{pipe}")
     };
     PRODUCT_KERNELS.iter().copied().find(|&kernel| kernel == name)
 }
@@ -415,7 +438,8 @@ impl Gpu {
             return Ok(Product { rows, n, kernel, config });
         }
         let (tiles, blocks) = (skinny_tiles(bucket), skinny_blocks(n));
-        let kernel = skinny_kernel(family, !normed.is_empty(), tiles, skinny_preloads(tiles, k, blocks, self.sms))
+        let loads = SkinnyLoads::choose(tiles, k, blocks, self.sms);
+        let kernel = skinny_kernel(family, !normed.is_empty(), tiles, loads)
             .ok_or_else(|| shape_err(family, format!("no {family}{normed} kernel for {rows} rows")))?;
         let config = grid(blocks, 1, 1, MATMUL_WARPS * 32);
         Ok(Product { rows, n, kernel, config })
@@ -882,13 +906,16 @@ mod tests {
         for family in ["skinny", "skinny_swiglu", "skinny_rope"] {
             for bucket in WIDTH_BUCKETS {
                 let tiles = skinny_tiles(bucket);
-                for (k, blocks) in [(576, 36), (1536, 36), (3584, 2368)] {
-                    let preload = skinny_preloads(tiles, k, blocks, 132);
-                    let kernel = skinny_kernel(family, false, tiles, preload).expect("compiled");
-                    assert_eq!(kernel.ends_with("_preload"), preload, "{kernel}");
+                for (k, blocks) in [(576, 36), (1536, 36), (3584, 2368), (18944, 224), (576, 3072)] {
+                    let loads = SkinnyLoads::choose(tiles, k, blocks, 132);
+                    let kernel = skinny_kernel(family, false, tiles, loads).expect("compiled");
+                    assert_eq!(kernel.contains("_preload"), loads.preload, "{kernel}");
+                    assert_eq!(kernel.ends_with("_pipe"), loads.pipelined, "{kernel}");
                 }
                 if bucket <= FUSED_NORM_MAX_ROWS {
-                    assert!(skinny_kernel(family, true, tiles, true).is_some(), "{family}_norm");
+                    let loads = SkinnyLoads::choose(tiles, FUSED_NORM_MAX_HIDDEN, usize::MAX, 132);
+                    assert!(!loads.pipelined, "the _norm kernels never pipeline");
+                    assert!(skinny_kernel(family, true, tiles, loads).is_some(), "{family}_norm");
                 }
             }
         }

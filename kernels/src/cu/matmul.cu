@@ -109,7 +109,13 @@ struct NormedRows {
 // `prologue`. What is left after the wait is the x loads, the MMAs, the
 // sums and the stores. PRELOAD costs registers (fewer blocks an SM), which
 // slows products of long K (the host picks: geometry::skinny_preloads).
-template <int TILES, bool PRELOAD, typename Input, typename Epilogue>
+//
+// PIPELINED: a warp issues the loads of its next UNROLL steps before the
+// MMAs of the current ones, so its loads stay in flight while it computes
+// (twice the weight registers: the host picks it for grids whose blocks
+// are all resident anyway, geometry::skinny_pipelines). The MMAs run in
+// the same order either way, so the bits do not change.
+template <int TILES, bool PRELOAD, bool PIPELINED, typename Input, typename Epilogue>
 __device__ void skinny(const Input& input, const __nv_bfloat16* __restrict__ w, const unsigned* __restrict__ step,
                        int n, int k, const Epilogue& epilogue) {
     constexpr int UNROLL = TILES <= 2 ? 4 : (TILES <= 8 ? 2 : 1);
@@ -158,15 +164,18 @@ __device__ void skinny(const Input& input, const __nv_bfloat16* __restrict__ w, 
     float acc[TILES][4];
 #pragma unroll
     for (int j = 0; j < TILES; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
-    for (int k0 = warp * 32; k0 < k; k0 += WARPS * 32 * UNROLL) {
-        if (!PRELOAD || k0 != warp * 32) {
+    constexpr int STRIDE = WARPS * 32 * UNROLL;
+    // The weights of the UNROLL steps from k0 into (a, b).
+    auto load_steps = [&](int k0) {
 #pragma unroll
-            for (int u = 0; u < UNROLL; ++u) {
-                const int kk = k0 + u * WARPS * 32 + 8 * c;
-                a[u] = load16(w_lo + kk, lo_ok && kk < k);
-                b[u] = load16(w_hi + kk, hi_ok && kk < k);
-            }
+        for (int u = 0; u < UNROLL; ++u) {
+            const int kk = k0 + u * WARPS * 32 + 8 * c;
+            a[u] = load16(w_lo + kk, lo_ok && kk < k);
+            b[u] = load16(w_hi + kk, hi_ok && kk < k);
         }
+    };
+    // The MMAs of the UNROLL steps from k0 with their weights (wa, wb).
+    auto mma_steps = [&](int k0, const uint4* wa, const uint4* wb) {
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
             const int kk = k0 + u * WARPS * 32 + 8 * c;
@@ -174,9 +183,27 @@ __device__ void skinny(const Input& input, const __nv_bfloat16* __restrict__ w, 
             for (int j = 0; j < TILES; ++j) {
                 const int token = j * 8 + g;
                 const uint4 xv = input.load(token, kk, token < rows && kk < k, scale);
-                mma_bf16(acc[j], a[u].x, b[u].x, a[u].y, b[u].y, xv.x, xv.y);
-                mma_bf16(acc[j], a[u].z, b[u].z, a[u].w, b[u].w, xv.z, xv.w);
+                mma_bf16(acc[j], wa[u].x, wb[u].x, wa[u].y, wb[u].y, xv.x, xv.y);
+                mma_bf16(acc[j], wa[u].z, wb[u].z, wa[u].w, wb[u].w, xv.z, xv.w);
             }
+        }
+    };
+    if constexpr (PIPELINED) {
+        if (!PRELOAD) load_steps(warp * 32);
+        for (int k0 = warp * 32; k0 < k; k0 += STRIDE) {
+            uint4 wa[UNROLL], wb[UNROLL];
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) {
+                wa[u] = a[u];
+                wb[u] = b[u];
+            }
+            if (k0 + STRIDE < k) load_steps(k0 + STRIDE);
+            mma_steps(k0, wa, wb);
+        }
+    } else {
+        for (int k0 = warp * 32; k0 < k; k0 += STRIDE) {
+            if (!PRELOAD || k0 != warp * 32) load_steps(k0);
+            mma_steps(k0, a, b);
         }
     }
     // Round 1: warps 4..7 hand their sums to warps 0..3.
@@ -347,25 +374,26 @@ struct RopeAppend {
 
 // The entry points of one tile count, input form and weight loading:
 // skinny[_swiglu|_rope]<NAME>_t<TILES><SUFFIX>, where INPUT builds the x
-// operand from the parameters X_PARAMS; SUFFIX _preload for PRELOAD.
-#define SKINNY(TILES, NAME, X_PARAMS, INPUT, PRELOAD, SUFFIX)                                                   \
+// operand from the parameters X_PARAMS; SUFFIX _preload for PRELOAD, _pipe
+// for PIPELINED, _preload_pipe for both.
+#define SKINNY(TILES, NAME, X_PARAMS, INPUT, PRELOAD, PIPELINED, SUFFIX)                                                 \
     extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                    \
         skinny##NAME##_t##TILES##SUFFIX(X_PARAMS, const __nv_bfloat16* __restrict__ w, float* __restrict__ y,  \
                                         const unsigned* __restrict__ step, int n, int k, int accumulate) {      \
-        skinny<TILES, PRELOAD>(INPUT, w, step, n, k, StoreF32{y, n, accumulate});                                \
+        skinny<TILES, PRELOAD, PIPELINED>(INPUT, w, step, n, k, StoreF32{y, n, accumulate});                                \
     }                                                                                                           \
     extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                    \
         skinny_swiglu##NAME##_t##TILES##SUFFIX(X_PARAMS, const __nv_bfloat16* __restrict__ w,                  \
                                                __nv_bfloat16* __restrict__ out, const unsigned* __restrict__ step, \
                                                int n, int k) {                                                  \
-        skinny<TILES, PRELOAD>(INPUT, w, step, n, k, SwiGlu{out, n / 2});                                        \
+        skinny<TILES, PRELOAD, PIPELINED>(INPUT, w, step, n, k, SwiGlu{out, n / 2});                                        \
     }                                                                                                           \
     extern "C" __global__ void __launch_bounds__(WARPS * 32) skinny_rope##NAME##_t##TILES##SUFFIX(              \
         X_PARAMS, const __nv_bfloat16* __restrict__ w, const unsigned* __restrict__ step, int n, int k,         \
         const float* __restrict__ bias, const float* __restrict__ inv_freq, const unsigned* __restrict__ table, \
         float* __restrict__ q_out, __nv_bfloat16* __restrict__ k_cache, __nv_bfloat16* __restrict__ v_cache,   \
         int hq, int hk, int d) {                                                                                \
-        skinny<TILES, PRELOAD>(INPUT, w, step, n, k,                                                             \
+        skinny<TILES, PRELOAD, PIPELINED>(INPUT, w, step, n, k,                                                             \
                                RopeAppend{bias, inv_freq, step, table, q_out, k_cache, v_cache, hq, hk, d});    \
     }
 
@@ -375,18 +403,26 @@ struct RopeAppend {
 #define NORM_PARAMS const float* __restrict__ x COMMA const float* __restrict__ norm_w COMMA float eps
 #define NORM_INPUT (NormedRows{x, norm_w, eps, k})
 
-SKINNY(1, , BF16_PARAMS, BF16_INPUT, false, )
-SKINNY(2, , BF16_PARAMS, BF16_INPUT, false, )
-SKINNY(4, , BF16_PARAMS, BF16_INPUT, false, )
-SKINNY(8, , BF16_PARAMS, BF16_INPUT, false, )
-SKINNY(16, , BF16_PARAMS, BF16_INPUT, false, )
+SKINNY(1, , BF16_PARAMS, BF16_INPUT, false, false, )
+SKINNY(2, , BF16_PARAMS, BF16_INPUT, false, false, )
+SKINNY(4, , BF16_PARAMS, BF16_INPUT, false, false, )
+SKINNY(8, , BF16_PARAMS, BF16_INPUT, false, false, )
+SKINNY(16, , BF16_PARAMS, BF16_INPUT, false, false, )
+SKINNY(1, , BF16_PARAMS, BF16_INPUT, false, true, _pipe)
+SKINNY(2, , BF16_PARAMS, BF16_INPUT, false, true, _pipe)
+SKINNY(4, , BF16_PARAMS, BF16_INPUT, false, true, _pipe)
+SKINNY(8, , BF16_PARAMS, BF16_INPUT, false, true, _pipe)
+SKINNY(16, , BF16_PARAMS, BF16_INPUT, false, true, _pipe)
 // SKINNY_PRELOAD_MAX_TILES = 2.
-SKINNY(1, , BF16_PARAMS, BF16_INPUT, true, _preload)
-SKINNY(2, , BF16_PARAMS, BF16_INPUT, true, _preload)
+SKINNY(1, , BF16_PARAMS, BF16_INPUT, true, false, _preload)
+SKINNY(2, , BF16_PARAMS, BF16_INPUT, true, false, _preload)
+SKINNY(1, , BF16_PARAMS, BF16_INPUT, true, true, _preload_pipe)
+SKINNY(2, , BF16_PARAMS, BF16_INPUT, true, true, _preload_pipe)
 // FUSED_NORM_MAX_ROWS = 16: buckets 8 and 16; their K (the hidden size, at
-// most FUSED_NORM_MAX_HIDDEN = SKINNY_PRELOAD_MAX_K) always preloads.
-SKINNY(1, _norm, NORM_PARAMS, NORM_INPUT, true, )
-SKINNY(2, _norm, NORM_PARAMS, NORM_INPUT, true, )
+// most FUSED_NORM_MAX_HIDDEN = SKINNY_PRELOAD_MAX_K) always preloads, and
+// the preload holds all of it, so they never pipeline.
+SKINNY(1, _norm, NORM_PARAMS, NORM_INPUT, true, false, )
+SKINNY(2, _norm, NORM_PARAMS, NORM_INPUT, true, false, )
 
 // ---------------------------------------------------------------------------
 // Wide products: the same products for steps of 32 to 128 rows of bf16 x,
