@@ -130,8 +130,8 @@ pub fn skinny_stride(tiles: usize) -> usize {
     MATMUL_WARPS * 32 * unroll
 }
 
-/// Most blocks an SM up to which skinny products pipeline their loads
-/// (matmul.cu's PIPELINED, the `_pipe` kernels). The second set of weight
+/// Most blocks an SM up to which skinny products pipeline their loads with
+/// the full unroll ([`Pipelining::Deep`]). Its second set of weight
 /// registers (about 95 a thread) leaves room for two 8-warp blocks an SM
 /// instead of five, which costs grids of many blocks; measured on the H200
 /// (bench/results/2026-11-29-h200-loads/experiments.txt): limits of 1, 2,
@@ -140,29 +140,53 @@ pub fn skinny_stride(tiles: usize) -> usize {
 /// (its QKV product has 288 blocks, its gate/up 2,368).
 pub const SKINNY_PIPELINE_MAX_BLOCKS_PER_SM: usize = 3;
 
-/// Whether a skinny product of `tiles` tiles over K = `k` in `blocks`
-/// blocks on a GPU of `sms` multiprocessors issues each warp's next loads
-/// before its current MMAs: where a warp walks K in more than one
-/// iteration (with one, there is nothing to overlap and the registers only
-/// cost blocks) and the grid has at most
-/// [`SKINNY_PIPELINE_MAX_BLOCKS_PER_SM`] blocks an SM.
-pub fn skinny_pipelines(tiles: usize, k: usize, blocks: usize, sms: usize) -> bool {
-    k > skinny_stride(tiles) && blocks <= SKINNY_PIPELINE_MAX_BLOCKS_PER_SM * sms
+/// How a skinny product's warps overlap their weight loads with their MMAs
+/// (matmul.cu's PIPELINE); the bits are the same in every case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pipelining {
+    /// A warp loads its next steps, then runs their MMAs.
+    Off,
+    /// It issues the next steps' loads before the current steps' MMAs
+    /// (`_pipe`).
+    Deep,
+    /// The same with half as many steps at a time and fewer registers
+    /// (`_pipe_lean`, one tile only): for grids of many blocks, where Deep's
+    /// registers would cost blocks an SM. Measured on the H200: the 7B
+    /// shape's gate/up grid (2,368 blocks) and the 1.5B's (1,120) took 1-3%
+    /// off their models' one- to eight-token steps (experiments.txt).
+    Lean,
+}
+
+/// The pipelining of a skinny product of `tiles` tiles over K = `k` in
+/// `blocks` blocks on a GPU of `sms` multiprocessors: none where a warp
+/// walks K in one iteration (nothing to overlap; the registers would only
+/// cost blocks), Deep up to [`SKINNY_PIPELINE_MAX_BLOCKS_PER_SM`] blocks an
+/// SM, Lean past that at one tile.
+pub fn skinny_pipelining(tiles: usize, k: usize, blocks: usize, sms: usize) -> Pipelining {
+    if k <= skinny_stride(tiles) {
+        Pipelining::Off
+    } else if blocks <= SKINNY_PIPELINE_MAX_BLOCKS_PER_SM * sms {
+        Pipelining::Deep
+    } else if tiles == 1 {
+        Pipelining::Lean
+    } else {
+        Pipelining::Off
+    }
 }
 
 /// How a skinny product loads its weights (matmul.cu's PRELOAD and
-/// PIPELINED); the bits are the same either way.
+/// PIPELINE); the bits are the same either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SkinnyLoads {
     pub preload: bool,
-    pub pipelined: bool,
+    pub pipelining: Pipelining,
 }
 
 impl SkinnyLoads {
     /// The loads of a product of `tiles` tiles over K = `k` in `blocks`
     /// blocks on a GPU of `sms` multiprocessors.
     pub fn choose(tiles: usize, k: usize, blocks: usize, sms: usize) -> Self {
-        Self { preload: skinny_preloads(tiles, k, blocks, sms), pipelined: skinny_pipelines(tiles, k, blocks, sms) }
+        Self { preload: skinny_preloads(tiles, k, blocks, sms), pipelining: skinny_pipelining(tiles, k, blocks, sms) }
     }
 }
 
@@ -418,15 +442,17 @@ mod tests {
     }
 
     #[test]
-    fn products_pipeline_where_a_warp_loops_over_k_in_a_small_grid() {
+    fn products_pipeline_where_a_warp_loops_over_k() {
+        use Pipelining::*;
         assert_eq!(skinny_stride(1), SKINNY_PRELOAD_MAX_K, "a preload holds one iteration");
-        assert!(!skinny_pipelines(1, 576, 36, 132), "SmolLM2's O: one iteration a warp");
-        assert!(skinny_pipelines(1, 1536, 36, 132), "SmolLM2's down");
-        assert!(skinny_pipelines(4, 576, 36, 132), "SmolLM2's O at 32 rows: two iterations of 512");
-        assert!(skinny_pipelines(1, 18944, 224, 132), "the 7B shape's down");
-        assert!(skinny_pipelines(1, 3584, 288, 132), "the 7B shape's QKV");
-        assert!(!skinny_pipelines(1, 3584, 2368, 132), "the 7B shape's gate/up: 18 blocks an SM");
-        assert!(!skinny_pipelines(16, 256, 36, 132), "K within one iteration at 16 tiles");
+        assert_eq!(skinny_pipelining(1, 576, 36, 132), Off, "SmolLM2's O: one iteration a warp");
+        assert_eq!(skinny_pipelining(1, 1536, 36, 132), Deep, "SmolLM2's down");
+        assert_eq!(skinny_pipelining(4, 576, 36, 132), Deep, "SmolLM2's O at 32 rows: two iterations of 512");
+        assert_eq!(skinny_pipelining(1, 18944, 224, 132), Deep, "the 7B shape's down");
+        assert_eq!(skinny_pipelining(1, 3584, 288, 132), Deep, "the 7B shape's QKV");
+        assert_eq!(skinny_pipelining(1, 3584, 2368, 132), Lean, "the 7B shape's gate/up: 18 blocks an SM");
+        assert_eq!(skinny_pipelining(2, 3584, 2368, 132), Off, "lean only at one tile");
+        assert_eq!(skinny_pipelining(16, 256, 36, 132), Off, "K within one iteration at 16 tiles");
     }
 
     #[test]

@@ -143,8 +143,8 @@ pub enum ProductKernels {
 /// The products' entry points (matmul.cu). Skinny: family, input form
 /// (`_norm`: normalizes f32 rows itself, up to FUSED_NORM_MAX_ROWS rows),
 /// tile count, `_preload` ([`skinny_preloads`]; the `_norm` kernels always
-/// preload), `_pipe` ([`skinny_pipelines`]); wide: family.
-const PRODUCT_KERNELS: [&str; 57] = [
+/// preload), `_pipe` or `_pipe_lean` ([`skinny_pipelining`]); wide: family.
+const PRODUCT_KERNELS: [&str; 60] = [
     "skinny_t1",
     "skinny_t2",
     "skinny_t4",
@@ -187,6 +187,9 @@ const PRODUCT_KERNELS: [&str; 57] = [
     "skinny_rope_t4_pipe",
     "skinny_rope_t8_pipe",
     "skinny_rope_t16_pipe",
+    "skinny_t1_pipe_lean",
+    "skinny_swiglu_t1_pipe_lean",
+    "skinny_rope_t1_pipe_lean",
     "skinny_t1_preload_pipe",
     "skinny_t2_preload_pipe",
     "skinny_swiglu_t1_preload_pipe",
@@ -281,7 +284,11 @@ fn skinny_kernel(family: &'static str, normed: bool, tiles: usize, loads: Skinny
         format!("{family}_norm_t{tiles}")
     } else {
         let preload = if loads.preload { "_preload" } else { "" };
-        let pipe = if loads.pipelined { "_pipe" } else { "" };
+        let pipe = match loads.pipelining {
+            Pipelining::Off => "",
+            Pipelining::Deep => "_pipe",
+            Pipelining::Lean => "_pipe_lean",
+        };
         format!("{family}_t{tiles}{preload}{pipe}")
     };
     PRODUCT_KERNELS.iter().copied().find(|&kernel| kernel == name)
@@ -910,11 +917,12 @@ mod tests {
                     let loads = SkinnyLoads::choose(tiles, k, blocks, 132);
                     let kernel = skinny_kernel(family, false, tiles, loads).expect("compiled");
                     assert_eq!(kernel.contains("_preload"), loads.preload, "{kernel}");
-                    assert_eq!(kernel.ends_with("_pipe"), loads.pipelined, "{kernel}");
+                    assert_eq!(kernel.ends_with("_pipe"), loads.pipelining == Pipelining::Deep, "{kernel}");
+                    assert_eq!(kernel.ends_with("_pipe_lean"), loads.pipelining == Pipelining::Lean, "{kernel}");
                 }
                 if bucket <= FUSED_NORM_MAX_ROWS {
                     let loads = SkinnyLoads::choose(tiles, FUSED_NORM_MAX_HIDDEN, usize::MAX, 132);
-                    assert!(!loads.pipelined, "the _norm kernels never pipeline");
+                    assert_eq!(loads.pipelining, Pipelining::Off, "the _norm kernels never pipeline");
                     assert!(skinny_kernel(family, true, tiles, loads).is_some(), "{family}_norm");
                 }
             }

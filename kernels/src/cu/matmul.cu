@@ -110,15 +110,18 @@ struct NormedRows {
 // sums and the stores. PRELOAD costs registers (fewer blocks an SM), which
 // slows products of long K (the host picks: geometry::skinny_preloads).
 //
-// PIPELINED: a warp issues the loads of its next UNROLL steps before the
-// MMAs of the current ones, so its loads stay in flight while it computes
-// (twice the weight registers: the host picks it for grids whose blocks
-// are all resident anyway, geometry::skinny_pipelines). The MMAs run in
-// the same order either way, so the bits do not change.
-template <int TILES, bool PRELOAD, bool PIPELINED, typename Input, typename Epilogue>
+// PIPELINE (geometry::Pipelining): 0, a warp loads UNROLL steps, then runs
+// their MMAs; 1 (`_pipe`), it issues the loads of its next UNROLL steps
+// before the MMAs of the current ones, so its loads stay in flight while it
+// computes, at the cost of a second set of weight registers; 2
+// (`_pipe_lean`), the same with half the steps, fewer registers for grids
+// of many blocks. The MMAs run in the same order in all three, so the bits
+// do not change.
+template <int TILES, bool PRELOAD, int PIPELINE, typename Input, typename Epilogue>
 __device__ void skinny(const Input& input, const __nv_bfloat16* __restrict__ w, const unsigned* __restrict__ step,
                        int n, int k, const Epilogue& epilogue) {
-    constexpr int UNROLL = TILES <= 2 ? 4 : (TILES <= 8 ? 2 : 1);
+    constexpr int UNROLL_BASE = TILES <= 2 ? 4 : (TILES <= 8 ? 2 : 1);
+    constexpr int UNROLL = PIPELINE == 2 && UNROLL_BASE > 1 ? UNROLL_BASE / 2 : UNROLL_BASE;
     // Epilogue pairs: TILES * 64, one a thread up to 4 tiles (their State
     // is kept from the prologue), more for wider tiles (State loaded at the
     // end).
@@ -188,7 +191,7 @@ __device__ void skinny(const Input& input, const __nv_bfloat16* __restrict__ w, 
             }
         }
     };
-    if constexpr (PIPELINED) {
+    if constexpr (PIPELINE != 0) {
         if (!PRELOAD) load_steps(warp * 32);
         for (int k0 = warp * 32; k0 < k; k0 += STRIDE) {
             uint4 wa[UNROLL], wb[UNROLL];
@@ -375,25 +378,25 @@ struct RopeAppend {
 // The entry points of one tile count, input form and weight loading:
 // skinny[_swiglu|_rope]<NAME>_t<TILES><SUFFIX>, where INPUT builds the x
 // operand from the parameters X_PARAMS; SUFFIX _preload for PRELOAD, _pipe
-// for PIPELINED, _preload_pipe for both.
-#define SKINNY(TILES, NAME, X_PARAMS, INPUT, PRELOAD, PIPELINED, SUFFIX)                                                 \
+// for PIPELINE 1, _preload_pipe for both, _pipe_lean for PIPELINE 2.
+#define SKINNY(TILES, NAME, X_PARAMS, INPUT, PRELOAD, PIPELINE, SUFFIX)                                                 \
     extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                    \
         skinny##NAME##_t##TILES##SUFFIX(X_PARAMS, const __nv_bfloat16* __restrict__ w, float* __restrict__ y,  \
                                         const unsigned* __restrict__ step, int n, int k, int accumulate) {      \
-        skinny<TILES, PRELOAD, PIPELINED>(INPUT, w, step, n, k, StoreF32{y, n, accumulate});                                \
+        skinny<TILES, PRELOAD, PIPELINE>(INPUT, w, step, n, k, StoreF32{y, n, accumulate});                                \
     }                                                                                                           \
     extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                    \
         skinny_swiglu##NAME##_t##TILES##SUFFIX(X_PARAMS, const __nv_bfloat16* __restrict__ w,                  \
                                                __nv_bfloat16* __restrict__ out, const unsigned* __restrict__ step, \
                                                int n, int k) {                                                  \
-        skinny<TILES, PRELOAD, PIPELINED>(INPUT, w, step, n, k, SwiGlu{out, n / 2});                                        \
+        skinny<TILES, PRELOAD, PIPELINE>(INPUT, w, step, n, k, SwiGlu{out, n / 2});                                        \
     }                                                                                                           \
     extern "C" __global__ void __launch_bounds__(WARPS * 32) skinny_rope##NAME##_t##TILES##SUFFIX(              \
         X_PARAMS, const __nv_bfloat16* __restrict__ w, const unsigned* __restrict__ step, int n, int k,         \
         const float* __restrict__ bias, const float* __restrict__ inv_freq, const unsigned* __restrict__ table, \
         float* __restrict__ q_out, __nv_bfloat16* __restrict__ k_cache, __nv_bfloat16* __restrict__ v_cache,   \
         int hq, int hk, int d) {                                                                                \
-        skinny<TILES, PRELOAD, PIPELINED>(INPUT, w, step, n, k,                                                             \
+        skinny<TILES, PRELOAD, PIPELINE>(INPUT, w, step, n, k,                                                             \
                                RopeAppend{bias, inv_freq, step, table, q_out, k_cache, v_cache, hq, hk, d});    \
     }
 
@@ -403,26 +406,29 @@ struct RopeAppend {
 #define NORM_PARAMS const float* __restrict__ x COMMA const float* __restrict__ norm_w COMMA float eps
 #define NORM_INPUT (NormedRows{x, norm_w, eps, k})
 
-SKINNY(1, , BF16_PARAMS, BF16_INPUT, false, false, )
-SKINNY(2, , BF16_PARAMS, BF16_INPUT, false, false, )
-SKINNY(4, , BF16_PARAMS, BF16_INPUT, false, false, )
-SKINNY(8, , BF16_PARAMS, BF16_INPUT, false, false, )
-SKINNY(16, , BF16_PARAMS, BF16_INPUT, false, false, )
-SKINNY(1, , BF16_PARAMS, BF16_INPUT, false, true, _pipe)
-SKINNY(2, , BF16_PARAMS, BF16_INPUT, false, true, _pipe)
-SKINNY(4, , BF16_PARAMS, BF16_INPUT, false, true, _pipe)
-SKINNY(8, , BF16_PARAMS, BF16_INPUT, false, true, _pipe)
-SKINNY(16, , BF16_PARAMS, BF16_INPUT, false, true, _pipe)
+SKINNY(1, , BF16_PARAMS, BF16_INPUT, false, 0, )
+SKINNY(2, , BF16_PARAMS, BF16_INPUT, false, 0, )
+SKINNY(4, , BF16_PARAMS, BF16_INPUT, false, 0, )
+SKINNY(8, , BF16_PARAMS, BF16_INPUT, false, 0, )
+SKINNY(16, , BF16_PARAMS, BF16_INPUT, false, 0, )
+SKINNY(1, , BF16_PARAMS, BF16_INPUT, false, 1, _pipe)
+SKINNY(2, , BF16_PARAMS, BF16_INPUT, false, 1, _pipe)
+SKINNY(4, , BF16_PARAMS, BF16_INPUT, false, 1, _pipe)
+SKINNY(8, , BF16_PARAMS, BF16_INPUT, false, 1, _pipe)
+SKINNY(16, , BF16_PARAMS, BF16_INPUT, false, 1, _pipe)
+// Lean pipelines at one tile only: skinny products of many blocks run only
+// at the narrowest steps (wider ones take the wide kernel).
+SKINNY(1, , BF16_PARAMS, BF16_INPUT, false, 2, _pipe_lean)
 // SKINNY_PRELOAD_MAX_TILES = 2.
-SKINNY(1, , BF16_PARAMS, BF16_INPUT, true, false, _preload)
-SKINNY(2, , BF16_PARAMS, BF16_INPUT, true, false, _preload)
-SKINNY(1, , BF16_PARAMS, BF16_INPUT, true, true, _preload_pipe)
-SKINNY(2, , BF16_PARAMS, BF16_INPUT, true, true, _preload_pipe)
+SKINNY(1, , BF16_PARAMS, BF16_INPUT, true, 0, _preload)
+SKINNY(2, , BF16_PARAMS, BF16_INPUT, true, 0, _preload)
+SKINNY(1, , BF16_PARAMS, BF16_INPUT, true, 1, _preload_pipe)
+SKINNY(2, , BF16_PARAMS, BF16_INPUT, true, 1, _preload_pipe)
 // FUSED_NORM_MAX_ROWS = 16: buckets 8 and 16; their K (the hidden size, at
 // most FUSED_NORM_MAX_HIDDEN = SKINNY_PRELOAD_MAX_K) always preloads, and
 // the preload holds all of it, so they never pipeline.
-SKINNY(1, _norm, NORM_PARAMS, NORM_INPUT, true, false, )
-SKINNY(2, _norm, NORM_PARAMS, NORM_INPUT, true, false, )
+SKINNY(1, _norm, NORM_PARAMS, NORM_INPUT, true, 0, )
+SKINNY(2, _norm, NORM_PARAMS, NORM_INPUT, true, 0, )
 
 // ---------------------------------------------------------------------------
 // Wide products: the same products for steps of 32 to 128 rows of bf16 x,
