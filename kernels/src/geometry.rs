@@ -1,12 +1,17 @@
 //! Launch geometry and the limits the kernels are written for: pure
 //! functions, so they are tested on machines without a GPU.
 
-/// Most rows (tokens) one step runs; longer inputs are split into steps.
-pub const MAX_STEP_ROWS: usize = 128;
+/// Most rows (tokens) one step runs; longer inputs (prompts, long drafts)
+/// are split into steps.
+pub const MAX_STEP_ROWS: usize = 256;
 
 /// Step widths the kernels (and CUDA graphs) are built for: a step of `n`
 /// rows runs at the smallest bucket that holds it, rows past `n` masked.
-pub const WIDTH_BUCKETS: [usize; 5] = [8, 16, 32, 64, 128];
+pub const WIDTH_BUCKETS: [usize; 6] = [8, 16, 32, 64, 128, 256];
+
+/// Widest bucket the skinny product is compiled for (16 tiles of 8 rows);
+/// wider steps always run the wide product.
+pub const SKINNY_MAX_ROWS: usize = 128;
 
 /// Tokens per tensor-core tile of the skinny product (the MMA's N).
 pub const MMA_TILE_ROWS: usize = 8;
@@ -269,14 +274,15 @@ pub fn wide_grid(bucket: usize, n: usize, sms: usize) -> WideGrid {
 }
 
 /// Whether a product of `n` weight rows at width `bucket` on a GPU of `sms`
-/// multiprocessors runs the wide kernel: always at the widest bucket (the
-/// skinny kernel's 16-tile blocks are slower there even when the wide grid
-/// fills a fifth of the GPU), and from [`WIDE_MIN_ROWS`] rows when its grid
+/// multiprocessors runs the wide kernel: always from [`SKINNY_MAX_ROWS`]
+/// rows (at 128, the skinny kernel's 16-tile blocks are slower even when
+/// the wide grid fills a fifth of the GPU; past it there is no skinny
+/// kernel), and from [`WIDE_MIN_ROWS`] rows when its grid
 /// (one block an SM) fills at least a quarter of the GPU; smaller grids
 /// leave the skinny kernel's 8-warp blocks more parallelism. Measured on
 /// the H200 (BENCHMARKS.md, "Wide products").
 pub fn prefers_wide(bucket: usize, n: usize, sms: usize) -> bool {
-    bucket >= MAX_STEP_ROWS || (bucket >= WIDE_MIN_ROWS && 4 * wide_grid(bucket, n, sms).blocks() >= sms)
+    bucket >= SKINNY_MAX_ROWS || (bucket >= WIDE_MIN_ROWS && 4 * wide_grid(bucket, n, sms).blocks() >= sms)
 }
 
 /// Blocks of a grid-stride elementwise kernel over `total` elements: enough
@@ -329,14 +335,15 @@ mod tests {
         assert_eq!(bucket_for(8), Some(8));
         assert_eq!(bucket_for(9), Some(16));
         assert_eq!(bucket_for(33), Some(64));
-        assert_eq!(bucket_for(MAX_STEP_ROWS), Some(128));
+        assert_eq!(bucket_for(129), Some(256));
+        assert_eq!(bucket_for(MAX_STEP_ROWS), Some(256));
         assert_eq!(bucket_for(MAX_STEP_ROWS + 1), None);
     }
 
     #[test]
     fn every_bucket_has_a_compiled_tile_count() {
         let compiled = [1, 2, 4, 8, 16];
-        for bucket in WIDTH_BUCKETS {
+        for bucket in WIDTH_BUCKETS.into_iter().filter(|&b| b <= SKINNY_MAX_ROWS) {
             let tiles = skinny_tiles(bucket);
             assert!(compiled.contains(&tiles), "bucket {bucket}");
             assert!(tiles * MMA_TILE_ROWS >= bucket, "bucket {bucket} fits its tiles");
@@ -364,12 +371,14 @@ mod tests {
         assert_eq!(wide_grid(32, 3584, 132), grid(16, 2, 56));
         assert_eq!(wide_grid(16, 4608, 132), grid(16, 1, 72));
         assert_eq!(wide_grid(128, 3584, 132), grid(64, 2, 56));
-        for (bucket, n) in [(16, 4608), (32, 4608), (64, 576), (128, 3584), (128, 49152)] {
+        for (bucket, n) in [(16, 4608), (32, 4608), (64, 576), (128, 3584), (128, 49152), (256, 576), (256, 37888)] {
             let g = wide_grid(bucket, n, 132);
             assert!(WIDE_TOKENS.contains(&g.tokens));
             assert!(g.token_tiles * g.tokens >= bucket && g.row_tiles * WIDE_ROWS >= n);
         }
-        assert!(prefers_wide(128, 576, 132), "the widest bucket always");
+        assert!(prefers_wide(128, 576, 132), "the skinny kernel's widest bucket always");
+        assert!(prefers_wide(MAX_STEP_ROWS, 576, 132), "past it always");
+        assert_eq!(WIDTH_BUCKETS.last(), Some(&MAX_STEP_ROWS));
         assert!(prefers_wide(32, 3584, 132), "56 blocks");
         assert!(prefers_wide(64, 896, 132), "56 blocks of 16 tokens");
         assert!(!prefers_wide(32, 896, 132), "28 blocks");

@@ -133,7 +133,7 @@ pub enum ProductKernels {
     /// The wide kernel where [`prefers_wide`] says so (bf16 input rows only),
     /// the skinny one otherwise.
     Auto,
-    /// The skinny kernel only (`GRAFT_CUDA_WIDE=0`).
+    /// The skinny kernel up to its widest bucket, SKINNY_MAX_ROWS (`GRAFT_CUDA_WIDE=0`).
     Skinny,
     /// The wide kernel for every bf16 input, at any width (the checks;
     /// `GRAFT_CUDA_WIDE=1`).
@@ -435,7 +435,7 @@ impl Gpu {
         let wide = normed.is_empty()
             && match self.products {
                 ProductKernels::Auto => prefers_wide(bucket, n, self.sms),
-                ProductKernels::Skinny => false,
+                ProductKernels::Skinny => bucket > SKINNY_MAX_ROWS,
                 ProductKernels::Wide => true,
             };
         let plan = wide_grid(bucket, n, self.sms);
@@ -911,7 +911,7 @@ mod tests {
     #[test]
     fn every_skinny_step_has_a_kernel() {
         for family in ["skinny", "skinny_swiglu", "skinny_rope"] {
-            for bucket in WIDTH_BUCKETS {
+            for bucket in WIDTH_BUCKETS.into_iter().filter(|&b| b <= SKINNY_MAX_ROWS) {
                 let tiles = skinny_tiles(bucket);
                 for (k, blocks) in [(576, 36), (1536, 36), (3584, 2368), (18944, 224), (576, 3072)] {
                     let loads = SkinnyLoads::choose(tiles, k, blocks, 132);

@@ -3,7 +3,7 @@
 //! - `src/cu/*.cu`: the CUDA C sources, one module per op family (embedding
 //!   gather, RMSNorm, QKV post-processing with q/k norms, RoPE and KV append,
 //!   paged attention with its split merge, tensor-core products (skinny for
-//!   narrow steps, wide with shared-memory tiles for 32-128 rows, the same
+//!   narrow steps, wide with shared-memory tiles for 16-256 rows, the same
 //!   bits either way) with fused epilogues (residual add, SwiGLU, bias +
 //!   RoPE + KV append), argmax, seeded fill), embedded with `include_str!`.
 //! - [`cache`]: run-time compilation by NVRTC for the device's architecture
