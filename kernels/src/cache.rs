@@ -20,7 +20,8 @@ pub struct ModuleSource {
 /// Every module, one per op family, each prefixed with `pdl.cuh` (the
 /// programmatic-dependent-launch helpers every kernel calls), the two that
 /// normalize rows with `rms.cuh` (one row scale, bit for bit the same in
-/// both), and the two that stage through cp.async with `async.cuh`.
+/// both), and the two that stage through cp.async and run tensor-core MMAs
+/// with `async.cuh` and `mma.cuh`.
 pub const MODULES: [ModuleSource; 7] = [
     ModuleSource { name: "embed", source: concat!(include_str!("cu/pdl.cuh"), include_str!("cu/embed.cu")) },
     ModuleSource {
@@ -30,7 +31,12 @@ pub const MODULES: [ModuleSource; 7] = [
     ModuleSource { name: "rope", source: concat!(include_str!("cu/pdl.cuh"), include_str!("cu/rope.cu")) },
     ModuleSource {
         name: "attention",
-        source: concat!(include_str!("cu/pdl.cuh"), include_str!("cu/async.cuh"), include_str!("cu/attention.cu")),
+        source: concat!(
+            include_str!("cu/pdl.cuh"),
+            include_str!("cu/async.cuh"),
+            include_str!("cu/mma.cuh"),
+            include_str!("cu/attention.cu")
+        ),
     },
     ModuleSource {
         name: "matmul",
@@ -38,6 +44,7 @@ pub const MODULES: [ModuleSource; 7] = [
             include_str!("cu/pdl.cuh"),
             include_str!("cu/rms.cuh"),
             include_str!("cu/async.cuh"),
+            include_str!("cu/mma.cuh"),
             include_str!("cu/matmul.cu")
         ),
     },

@@ -38,21 +38,30 @@ const _: () = assert!(ATTENTION_SPLITS <= ATTENTION_MAX_SPLITS);
 /// (attention.cu's CHUNK).
 pub const ATTENTION_CHUNK: usize = 64;
 
-/// Most warps of an attention block: one a (row, query head) unit.
-pub const ATTENTION_MAX_WARPS: usize = 32;
+/// Warps of an attention block (attention.cu's WARPS).
+pub const ATTENTION_WARPS: usize = 4;
 
-/// Most warps of a block of the `attention` kernel, compiled for at most 80
-/// registers a thread; larger blocks (GQA groups of more than 16 query
-/// heads) run `attention_large_group`, compiled for 1,024 threads (64
-/// registers, a few spilled).
-pub const ATTENTION_FAST_MAX_WARPS: usize = 16;
+/// (row, query head) units of an attention block: 16 a warp, the rows of
+/// its MMA tiles (attention.cu's UNITS). A KV head's GQA group must fit.
+pub const ATTENTION_BLOCK_UNITS: usize = 16 * ATTENTION_WARPS;
 
-/// The attention kernel of a block of `warps` warps.
-pub fn attention_kernel(warps: usize) -> &'static str {
-    if warps <= ATTENTION_FAST_MAX_WARPS {
-        "attention"
-    } else {
-        "attention_large_group"
+/// bf16 values of padding after each K or V row an attention block stages
+/// (attention.cu's PAD), so the rows an MMA fragment reads fall in
+/// different shared-memory banks.
+pub const ATTENTION_PAD: usize = 8;
+
+/// The head dimensions the attention kernel is compiled for, each its own
+/// kernel (its registers hold a unit's whole output row).
+pub const ATTENTION_HEAD_DIMS: [usize; 4] = [16, 32, 64, 128];
+
+/// The attention kernel for heads of `head_dim`, if it is compiled for it.
+pub fn attention_kernel(head_dim: usize) -> Option<&'static str> {
+    match head_dim {
+        16 => Some("attention_d16"),
+        32 => Some("attention_d32"),
+        64 => Some("attention_d64"),
+        128 => Some("attention_d128"),
+        _ => None,
     }
 }
 
@@ -73,8 +82,8 @@ pub fn attention_kv_blocks(bucket: usize) -> usize {
     }
 }
 
-/// Largest head dimension the attention and RoPE kernels hold in shared
-/// memory.
+/// Largest head dimension the RoPE and q/k-norm kernels take (attention
+/// takes [`ATTENTION_HEAD_DIMS`]).
 pub const MAX_HEAD_DIM: usize = 256;
 
 /// Threads per block of row-wise kernels (norms, gathers, argmax).
@@ -203,23 +212,37 @@ pub fn skinny_blocks(n: usize) -> usize {
     n.div_ceil(MMA_WEIGHT_ROWS)
 }
 
+/// (row, query head) units an attention block takes when its KV head's
+/// GQA group allows: one warp's MMA tile. Blocks of more units stage each
+/// KV chunk for more of them, but their last block merges more splits on
+/// its own (and that merge is the kernel's tail).
+pub const ATTENTION_ROW_GROUP_UNITS: usize = 16;
+
+/// Widest bucket whose attention blocks take one row each: in narrow steps
+/// more blocks finish sooner than fewer fuller ones (on the H200, SmolLM2
+/// at 4 rows and 512 tokens of context: 0.60 ms a step with one row a
+/// block, 0.68 with 4).
+pub const ATTENTION_NARROW_MAX_ROWS: usize = 8;
+
 /// Rows an attention block takes at width `bucket` when each KV head serves
-/// `group` query heads: one in narrow steps (more blocks), and in steps of
-/// 32 rows and more as many as keep the block at 16 warps (at most 4), so a
-/// staged KV chunk serves several rows.
+/// `group` query heads (at most [`ATTENTION_BLOCK_UNITS`]): one in narrow
+/// steps, else as many as keep it within [`ATTENTION_ROW_GROUP_UNITS`]
+/// units, and at least one.
 pub fn attention_rows_per_block(bucket: usize, group: usize) -> usize {
-    if bucket >= 32 {
-        (16 / group.max(1)).clamp(1, 4)
-    } else {
+    if bucket <= ATTENTION_NARROW_MAX_ROWS {
         1
+    } else {
+        (ATTENTION_ROW_GROUP_UNITS / group.max(1)).clamp(1, bucket)
     }
 }
 
-/// Dynamic shared memory of an attention block of `warps` warps for heads
-/// of `head_dim`: the chunk's K (transposed) and V in bf16, then each
-/// warp's query row and probabilities in f32.
-pub fn attention_shared_bytes(head_dim: usize, warps: usize) -> usize {
-    2 * head_dim * ATTENTION_CHUNK * 2 + warps * (head_dim + ATTENTION_CHUNK) * 4
+/// Dynamic shared memory of an attention block for heads of `head_dim`:
+/// two buffers of a chunk's K and V rows (padded) in bf16, which the merge
+/// then reuses for each unit's split maxima, weights and sums.
+pub fn attention_shared_bytes(head_dim: usize) -> usize {
+    let buffers = 2 * 2 * ATTENTION_CHUNK * (head_dim + ATTENTION_PAD) * 2;
+    let merge = (2 * ATTENTION_BLOCK_UNITS * ATTENTION_MAX_SPLITS + ATTENTION_BLOCK_UNITS) * 4;
+    buffers.max(merge)
 }
 
 /// Weight rows of one block of the wide product (matmul.cu's WIDE_ROWS).
@@ -402,24 +425,31 @@ mod tests {
 
     #[test]
     fn attention_blocks_stay_within_a_block_and_its_shared_memory() {
-        assert_eq!(attention_rows_per_block(8, 3), 1);
-        assert_eq!(attention_rows_per_block(128, 3), 4, "SmolLM2: 12 warps");
-        assert_eq!(attention_rows_per_block(128, 7), 2, "Qwen2.5 7B: 14 warps");
+        assert_eq!(attention_rows_per_block(1, 3), 1);
+        assert_eq!(attention_rows_per_block(4, 3), 1);
+        assert_eq!(attention_rows_per_block(16, 3), 5);
+        assert_eq!(attention_rows_per_block(128, 3), 5, "SmolLM2: 15 units");
+        assert_eq!(attention_rows_per_block(128, 7), 2, "Qwen2.5 7B: 14 units");
         assert_eq!(attention_rows_per_block(64, 32), 1);
-        for group in [1, 2, 3, 6, 7, 8, 16, 32] {
+        assert_eq!(attention_rows_per_block(64, 64), 1);
+        for group in [1, 2, 3, 6, 7, 8, 16, 32, 64] {
             for bucket in WIDTH_BUCKETS {
-                let warps = group * attention_rows_per_block(bucket, group);
-                assert!(warps <= ATTENTION_MAX_WARPS, "group {group}, bucket {bucket}");
+                let rows = attention_rows_per_block(bucket, group);
+                assert!(rows >= 1 && rows <= bucket, "group {group}, bucket {bucket}");
+                assert!(group * rows <= ATTENTION_BLOCK_UNITS, "group {group}, bucket {bucket}");
             }
         }
-        assert_eq!(attention_kernel(16), "attention");
-        assert_eq!(attention_kernel(17), "attention_large_group");
         for bucket in WIDTH_BUCKETS {
             let blocks = attention_kv_blocks(bucket);
             assert!((1..=ATTENTION_SPLITS).contains(&blocks), "bucket {bucket}");
         }
-        assert_eq!(attention_shared_bytes(64, 3), 16384 + 3 * 128 * 4);
-        assert!(attention_shared_bytes(MAX_HEAD_DIM, ATTENTION_MAX_WARPS) <= 227 * 1024);
+        for d in ATTENTION_HEAD_DIMS {
+            assert!(attention_kernel(d).is_some(), "head_dim {d}");
+            assert!(attention_shared_bytes(d) <= 227 * 1024);
+        }
+        assert_eq!(attention_kernel(96), None);
+        assert_eq!(attention_shared_bytes(64), 4 * 64 * 72 * 2);
+        assert_eq!(attention_shared_bytes(16), (2 * 64 * 32 + 64) * 4, "the merge's arrays");
     }
 
     #[test]
@@ -428,8 +458,9 @@ mod tests {
         let matmul = include_str!("cu/matmul.cu");
         for (source, name, value) in [
             (attention, "CHUNK", ATTENTION_CHUNK),
-            (attention, "MAX_WARPS", ATTENTION_MAX_WARPS),
-            (attention, "FAST_MAX_WARPS", ATTENTION_FAST_MAX_WARPS),
+            (attention, "WARPS", ATTENTION_WARPS),
+            (attention, "UNITS", ATTENTION_BLOCK_UNITS),
+            (attention, "PAD", ATTENTION_PAD),
             (attention, "MAX_SPLITS", ATTENTION_MAX_SPLITS),
             (matmul, "WARPS", MATMUL_WARPS),
             (matmul, "WIDE_ROWS", WIDE_ROWS),
@@ -438,6 +469,9 @@ mod tests {
         ] {
             let line = format!("#define {name} {value}");
             assert!(source.lines().any(|l| l == line || l.starts_with(&format!("{line} "))), "{line}");
+        }
+        for d in ATTENTION_HEAD_DIMS {
+            assert!(attention.lines().any(|l| l == format!("ATTENTION({d})")), "attention_d{d}");
         }
     }
 

@@ -212,7 +212,7 @@ const KERNELS: [(&str, &[&str]); 7] = [
     ("embed", &["embed_gather"]),
     ("norm", &["rms_norm"]),
     ("rope", &["qkv_rope_append"]),
-    ("attention", &["attention", "attention_large_group"]),
+    ("attention", &["attention_d16", "attention_d32", "attention_d64", "attention_d128"]),
     ("matmul", &PRODUCT_KERNELS),
     ("sample", &["argmax_rows"]),
     ("init", &["fill_uniform_bf16"]),
@@ -353,11 +353,11 @@ impl Gpu {
                 let function = loaded
                     .load_function(kernel)
                     .map_err(KernelError::driver(format!("cuModuleGetFunction ({kernel})")))?;
-                let shared = match kernel {
-                    "attention" => Some(attention_shared_bytes(MAX_HEAD_DIM, ATTENTION_FAST_MAX_WARPS)),
-                    "attention_large_group" => Some(attention_shared_bytes(MAX_HEAD_DIM, ATTENTION_MAX_WARPS)),
-                    _ => wide_kernel_tokens(kernel).map(wide_shared_bytes),
-                };
+                let shared = ATTENTION_HEAD_DIMS
+                    .into_iter()
+                    .find(|&d| attention_kernel(d) == Some(kernel))
+                    .map(attention_shared_bytes)
+                    .or_else(|| wide_kernel_tokens(kernel).map(wide_shared_bytes));
                 if let Some(bytes) = shared {
                     let bytes = bytes as i32;
                     function
@@ -702,12 +702,15 @@ impl Gpu {
     ) -> Result<()> {
         const K: &str = "attention";
         let AttentionShape { q_heads: hq, kv_heads: hk, head_dim: d } = shape;
-        if d == 0 || !d.is_multiple_of(8) || d > MAX_HEAD_DIM || hk == 0 || hq % hk != 0 {
+        if hk == 0 || hq % hk != 0 {
             return Err(shape_err(K, format!("{hq} q heads, {hk} kv heads of dim {d}")));
         }
+        let Some(kernel) = attention_kernel(d) else {
+            return Err(shape_err(K, format!("head_dim {d} (compiled for {ATTENTION_HEAD_DIMS:?})")));
+        };
         let group = hq / hk;
-        if group > ATTENTION_MAX_WARPS {
-            return Err(shape_err(K, format!("{group} query heads a KV head (at most {ATTENTION_MAX_WARPS})")));
+        if group > ATTENTION_BLOCK_UNITS {
+            return Err(shape_err(K, format!("{group} query heads a KV head (at most {ATTENTION_BLOCK_UNITS})")));
         }
         if !q.len.is_multiple_of(hq * d) {
             return Err(shape_err(K, format!("q of {} values is not rows of {}", q.len, hq * d)));
@@ -719,14 +722,8 @@ impl Gpu {
         check_len(K, "out", &out, rows * hq * d)?;
         check_cache(K, &cache, hk * d)?;
         let per_block = attention_rows_per_block(rows, group);
-        let warps = group * per_block;
-        let (hq_i, hk_i, d_i, per_block_i, splits_i) = (
-            int(K, "hq", hq)?,
-            int(K, "hk", hk)?,
-            int(K, "d", d)?,
-            int(K, "r", per_block)?,
-            int(K, "splits", ATTENTION_SPLITS)?,
-        );
+        let (hq_i, hk_i, per_block_i, splits_i) =
+            (int(K, "hq", hq)?, int(K, "hk", hk)?, int(K, "r", per_block)?, int(K, "splits", ATTENTION_SPLITS)?);
         let scale = 1.0 / (d as f32).sqrt();
         let mut args = kernel_args![
             &q.raw,
@@ -739,18 +736,17 @@ impl Gpu {
             &out.raw,
             &hq_i,
             &hk_i,
-            &d_i,
             &per_block_i,
             &splits_i,
             &scale
         ];
-        let mut config = grid(hk, rows.div_ceil(per_block), attention_kv_blocks(rows), warps * 32);
-        config.shared_mem_bytes = attention_shared_bytes(d, warps) as u32;
+        let mut config = grid(hk, rows.div_ceil(per_block), attention_kv_blocks(rows), ATTENTION_WARPS * 32);
+        config.shared_mem_bytes = attention_shared_bytes(d) as u32;
         // SAFETY: matches attention.cu's signature; lengths checked above
         // (the counters of rows / per_block row groups of hk KV heads fit
         // rows * hq); the block table covers every visible position
         // (KvCache::reserve).
-        unsafe { self.launch(attention_kernel(warps), config, &mut args) }
+        unsafe { self.launch(kernel, config, &mut args) }
     }
 
     /// `y (+)= x @ w^T` for the step's rows: x (rows, k), w (n, k) bf16,

@@ -34,8 +34,8 @@
 use std::sync::Mutex;
 
 use graft_kernels::geometry::{
-    bucket_for, rope_row_order, swiglu_row_order, ATTENTION_SPLITS, FUSED_NORM_MAX_HIDDEN, FUSED_NORM_MAX_ROWS,
-    MAX_STEP_ROWS, WIDTH_BUCKETS,
+    attention_kernel, bucket_for, rope_row_order, swiglu_row_order, ATTENTION_BLOCK_UNITS, ATTENTION_HEAD_DIMS,
+    ATTENTION_SPLITS, FUSED_NORM_MAX_HIDDEN, FUSED_NORM_MAX_ROWS, MAX_STEP_ROWS, WIDTH_BUCKETS,
 };
 use graft_kernels::{AttentionShape, Buf, Gpu, Graph, KernelError, ProductInput, STEP_WORDS};
 use half::bf16;
@@ -177,8 +177,12 @@ impl DeviceModel {
                 return bad(format!("{name} = {k} is not a multiple of 8 (the kernels' 16-byte loads)"));
             }
         }
-        if c.head_dim > graft_kernels::geometry::MAX_HEAD_DIM {
-            return bad(format!("head_dim = {} (at most {})", c.head_dim, graft_kernels::geometry::MAX_HEAD_DIM));
+        if attention_kernel(c.head_dim).is_none() {
+            return bad(format!("head_dim = {} (the attention kernel takes {:?})", c.head_dim, ATTENTION_HEAD_DIMS));
+        }
+        let group = c.num_heads / c.num_kv_heads.max(1);
+        if group > ATTENTION_BLOCK_UNITS {
+            return bad(format!("{group} query heads a KV head (at most {ATTENTION_BLOCK_UNITS})"));
         }
         Ok(())
     }

@@ -40,15 +40,6 @@
 // weights a block prefetches into L2 before it waits for the kernel ahead.
 #define PREFETCH_STEPS 4
 
-__device__ __forceinline__ void mma_bf16(float* acc, unsigned a0, unsigned a1, unsigned a2, unsigned a3,
-                                         unsigned b0, unsigned b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 __device__ __forceinline__ uint4 load16(const __nv_bfloat16* p, bool ok) {
     if (!ok) return make_uint4(0u, 0u, 0u, 0u);
     return __ldg(reinterpret_cast<const uint4*>(p));
