@@ -2,7 +2,7 @@
 //!
 //! - `src/cu/*.cu`: the CUDA C sources, one module per op family (embedding
 //!   gather, RMSNorm, QKV post-processing with q/k norms, RoPE and KV append,
-//!   paged attention with its split merge, tensor-core products (skinny for
+//!   paged attention on the tensor cores with its split merge, tensor-core products (skinny for
 //!   narrow steps, wide with shared-memory tiles for 16-256 rows, the same
 //!   bits either way) with fused epilogues (residual add, SwiGLU, bias +
 //!   RoPE + KV append), argmax, seeded fill), embedded with `include_str!`.
