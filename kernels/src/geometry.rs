@@ -41,9 +41,9 @@ pub const ATTENTION_CHUNK: usize = 64;
 /// Warps of an attention block (attention.cu's WARPS).
 pub const ATTENTION_WARPS: usize = 4;
 
-/// (row, query head) units of an attention block: 16 a warp, the rows of
-/// its MMA tiles (attention.cu's UNITS). A KV head's GQA group must fit.
-pub const ATTENTION_BLOCK_UNITS: usize = 16 * ATTENTION_WARPS;
+/// (row, query head) units of an attention block: the rows of one MMA tile,
+/// whose work the block's warps share (attention.cu's UNITS).
+pub const ATTENTION_BLOCK_UNITS: usize = 16;
 
 /// bf16 values of padding after each K or V row an attention block stages
 /// (attention.cu's PAD), so the rows an MMA fragment reads fall in
@@ -212,37 +212,43 @@ pub fn skinny_blocks(n: usize) -> usize {
     n.div_ceil(MMA_WEIGHT_ROWS)
 }
 
-/// (row, query head) units an attention block takes when its KV head's
-/// GQA group allows: one warp's MMA tile. Blocks of more units stage each
-/// KV chunk for more of them, but their last block merges more splits on
-/// its own (and that merge is the kernel's tail).
-pub const ATTENTION_ROW_GROUP_UNITS: usize = 16;
-
-/// Widest bucket whose attention blocks take one row each: in narrow steps
-/// more blocks finish sooner than fewer fuller ones (on the H200, SmolLM2
-/// at 4 rows and 512 tokens of context: 0.60 ms a step with one row a
-/// block, 0.68 with 4).
+/// Widest bucket whose attention blocks take one row each (a GQA group of
+/// up to [`ATTENTION_BLOCK_UNITS`] query heads): in narrow steps more blocks
+/// finish sooner than fewer fuller ones (on the H200, SmolLM2 at 4 rows and
+/// 512 tokens of context: 0.580 ms a step with one row a block, 0.656 with
+/// 16 units a block).
 pub const ATTENTION_NARROW_MAX_ROWS: usize = 8;
 
-/// Rows an attention block takes at width `bucket` when each KV head serves
-/// `group` query heads (at most [`ATTENTION_BLOCK_UNITS`]): one in narrow
-/// steps, else as many as keep it within [`ATTENTION_ROW_GROUP_UNITS`]
-/// units, and at least one.
-pub fn attention_rows_per_block(bucket: usize, group: usize) -> usize {
-    if bucket <= ATTENTION_NARROW_MAX_ROWS {
-        1
+/// (row, query head) units an attention block takes at width `bucket`
+/// when each KV head serves `group` query heads: one row's in narrow steps
+/// (if they fit a tile), else [`ATTENTION_BLOCK_UNITS`].
+pub fn attention_tile_units(bucket: usize, group: usize) -> usize {
+    if bucket <= ATTENTION_NARROW_MAX_ROWS && (1..=ATTENTION_BLOCK_UNITS).contains(&group) {
+        group
     } else {
-        (ATTENTION_ROW_GROUP_UNITS / group.max(1)).clamp(1, bucket)
+        ATTENTION_BLOCK_UNITS
     }
+}
+
+/// Attention blocks along a step's units for each KV head at width
+/// `bucket` when each KV head serves `group` query heads: the bucket's
+/// (row, query head) units, row-major, in tiles of
+/// [`attention_tile_units`] (a GQA group may span tiles, and a tile rows).
+pub fn attention_unit_tiles(bucket: usize, group: usize) -> usize {
+    (bucket * group).div_ceil(attention_tile_units(bucket, group)).max(1)
 }
 
 /// Dynamic shared memory of an attention block for heads of `head_dim`:
 /// two buffers of a chunk's K and V rows (padded) in bf16, which the merge
-/// then reuses for each unit's split maxima, weights and sums.
+/// then reuses for each unit's split maxima, weights and sums; then the
+/// chunk's probabilities (a padded bf16 row a unit) and each warp's
+/// position group's maximum and sum a unit (f32).
 pub fn attention_shared_bytes(head_dim: usize) -> usize {
     let buffers = 2 * 2 * ATTENTION_CHUNK * (head_dim + ATTENTION_PAD) * 2;
     let merge = (2 * ATTENTION_BLOCK_UNITS * ATTENTION_MAX_SPLITS + ATTENTION_BLOCK_UNITS) * 4;
-    buffers.max(merge)
+    let probs = ATTENTION_BLOCK_UNITS * (ATTENTION_CHUNK + ATTENTION_PAD) * 2;
+    let groups = 2 * ATTENTION_WARPS * ATTENTION_BLOCK_UNITS * 4;
+    buffers.max(merge) + probs + groups
 }
 
 /// Weight rows of one block of the wide product (matmul.cu's WIDE_ROWS).
@@ -425,18 +431,17 @@ mod tests {
 
     #[test]
     fn attention_blocks_stay_within_a_block_and_its_shared_memory() {
-        assert_eq!(attention_rows_per_block(1, 3), 1);
-        assert_eq!(attention_rows_per_block(4, 3), 1);
-        assert_eq!(attention_rows_per_block(16, 3), 5);
-        assert_eq!(attention_rows_per_block(128, 3), 5, "SmolLM2: 15 units");
-        assert_eq!(attention_rows_per_block(128, 7), 2, "Qwen2.5 7B: 14 units");
-        assert_eq!(attention_rows_per_block(64, 32), 1);
-        assert_eq!(attention_rows_per_block(64, 64), 1);
+        assert_eq!(attention_unit_tiles(1, 3), 1);
+        assert_eq!(attention_unit_tiles(8, 3), 8, "a row a block");
+        assert_eq!(attention_unit_tiles(16, 3), 3, "48 units");
+        assert_eq!(attention_unit_tiles(128, 3), 24, "SmolLM2: 384 units");
+        assert_eq!(attention_unit_tiles(8, 32), 16, "a group of 32 spans two tiles");
         for group in [1, 2, 3, 6, 7, 8, 16, 32, 64] {
             for bucket in WIDTH_BUCKETS {
-                let rows = attention_rows_per_block(bucket, group);
-                assert!(rows >= 1 && rows <= bucket, "group {group}, bucket {bucket}");
-                assert!(group * rows <= ATTENTION_BLOCK_UNITS, "group {group}, bucket {bucket}");
+                let (units, tiles) = (attention_tile_units(bucket, group), attention_unit_tiles(bucket, group));
+                assert!((1..=ATTENTION_BLOCK_UNITS).contains(&units), "group {group}, bucket {bucket}");
+                assert!(tiles * units >= bucket * group, "group {group}, bucket {bucket}");
+                assert!(tiles <= bucket * group, "the counters hold a tile a (row, head)");
             }
         }
         for bucket in WIDTH_BUCKETS {
@@ -448,8 +453,8 @@ mod tests {
             assert!(attention_shared_bytes(d) <= 227 * 1024);
         }
         assert_eq!(attention_kernel(96), None);
-        assert_eq!(attention_shared_bytes(64), 4 * 64 * 72 * 2);
-        assert_eq!(attention_shared_bytes(16), (2 * 64 * 32 + 64) * 4, "the merge's arrays");
+        assert_eq!(attention_shared_bytes(64), 4 * 64 * 72 * 2 + 16 * 72 * 2 + 2 * 4 * 16 * 4);
+        assert_eq!(attention_shared_bytes(16), 4 * 64 * 24 * 2 + 16 * 72 * 2 + 2 * 4 * 16 * 4);
     }
 
     #[test]

@@ -708,10 +708,6 @@ impl Gpu {
         let Some(kernel) = attention_kernel(d) else {
             return Err(shape_err(K, format!("head_dim {d} (compiled for {ATTENTION_HEAD_DIMS:?})")));
         };
-        let group = hq / hk;
-        if group > ATTENTION_BLOCK_UNITS {
-            return Err(shape_err(K, format!("{group} query heads a KV head (at most {ATTENTION_BLOCK_UNITS})")));
-        }
         if !q.len.is_multiple_of(hq * d) {
             return Err(shape_err(K, format!("q of {} values is not rows of {}", q.len, hq * d)));
         }
@@ -721,9 +717,9 @@ impl Gpu {
         check_len(K, "counters", &counters, rows * hq)?;
         check_len(K, "out", &out, rows * hq * d)?;
         check_cache(K, &cache, hk * d)?;
-        let per_block = attention_rows_per_block(rows, group);
-        let (hq_i, hk_i, per_block_i, splits_i) =
-            (int(K, "hq", hq)?, int(K, "hk", hk)?, int(K, "r", per_block)?, int(K, "splits", ATTENTION_SPLITS)?);
+        let (units, tiles) = (attention_tile_units(rows, hq / hk), attention_unit_tiles(rows, hq / hk));
+        let (hq_i, hk_i, units_i, splits_i) =
+            (int(K, "hq", hq)?, int(K, "hk", hk)?, int(K, "units", units)?, int(K, "splits", ATTENTION_SPLITS)?);
         let scale = 1.0 / (d as f32).sqrt();
         let mut args = kernel_args![
             &q.raw,
@@ -736,16 +732,15 @@ impl Gpu {
             &out.raw,
             &hq_i,
             &hk_i,
-            &per_block_i,
+            &units_i,
             &splits_i,
             &scale
         ];
-        let mut config = grid(hk, rows.div_ceil(per_block), attention_kv_blocks(rows), ATTENTION_WARPS * 32);
+        let mut config = grid(hk, tiles, attention_kv_blocks(rows), ATTENTION_WARPS * 32);
         config.shared_mem_bytes = attention_shared_bytes(d) as u32;
         // SAFETY: matches attention.cu's signature; lengths checked above
-        // (the counters of rows / per_block row groups of hk KV heads fit
-        // rows * hq); the block table covers every visible position
-        // (KvCache::reserve).
+        // (the counters of `tiles` unit tiles of hk KV heads fit rows * hq);
+        // the block table covers every visible position (KvCache::reserve).
         unsafe { self.launch(kernel, config, &mut args) }
     }
 

@@ -34,8 +34,8 @@
 use std::sync::Mutex;
 
 use graft_kernels::geometry::{
-    attention_kernel, bucket_for, rope_row_order, swiglu_row_order, ATTENTION_BLOCK_UNITS, ATTENTION_HEAD_DIMS,
-    ATTENTION_SPLITS, FUSED_NORM_MAX_HIDDEN, FUSED_NORM_MAX_ROWS, MAX_STEP_ROWS, WIDTH_BUCKETS,
+    attention_kernel, bucket_for, rope_row_order, swiglu_row_order, ATTENTION_HEAD_DIMS, ATTENTION_SPLITS,
+    FUSED_NORM_MAX_HIDDEN, FUSED_NORM_MAX_ROWS, MAX_STEP_ROWS, WIDTH_BUCKETS,
 };
 use graft_kernels::{AttentionShape, Buf, Gpu, Graph, KernelError, ProductInput, STEP_WORDS};
 use half::bf16;
@@ -179,10 +179,6 @@ impl DeviceModel {
         }
         if attention_kernel(c.head_dim).is_none() {
             return bad(format!("head_dim = {} (the attention kernel takes {:?})", c.head_dim, ATTENTION_HEAD_DIMS));
-        }
-        let group = c.num_heads / c.num_kv_heads.max(1);
-        if group > ATTENTION_BLOCK_UNITS {
-            return bad(format!("{group} query heads a KV head (at most {ATTENTION_BLOCK_UNITS})"));
         }
         Ok(())
     }

@@ -1,32 +1,32 @@
 // Attention of a block of query rows over the paged bf16 KV cache, causal
 // inside the block (row t sees positions 0..=start+t), on the tensor cores,
 // split along the KV length into S splits: split s holds the CHUNK-position
-// chunks s, s + S, ... A (kv head, row group) has Z blocks along the KV
-// length (Z = S in narrow steps, fewer in wide ones, whose row groups fill
-// the GPU), block z taking splits z, z + Z, ... A block's units are the
-// (row, query head) pairs of its rows and the GQA group of its KV head, 16
-// a warp (the MMA's rows; at most UNITS a block). The block stages each
-// chunk of its KV head in shared memory once for all of them (K and V as
-// they are, through cp.async, two chunks in flight), and each warp computes
-// its units' scores (q rounded to bf16 times K^T), an online softmax per
-// unit in f32, and the probabilities (rounded to bf16) times V, and for
-// each split writes (max, sum, unnormalized output). The last of the Z
-// blocks to finish (a counter, which it resets) merges each unit's partials
-// (S <= MAX_SPLITS) in split order into the bf16 output, so no second
-// kernel is launched.
+// chunks s, s + S, ... The step's (row, query head) units of each KV head,
+// row-major over the rows and the heads of the KV head's GQA group, are cut
+// into tiles of up to 16 (one MMA tile's rows; in narrow steps one row's
+// GQA group, for more blocks); a (KV head, tile) has Z blocks
+// along the KV length (Z = S in narrow steps, fewer in wide ones, whose
+// tiles fill the GPU), block z taking splits z, z + Z, ... A block stages
+// each chunk of its KV head in shared memory once (K and V as they are,
+// through cp.async, two chunks in flight); its 4 warps share the chunk's
+// work (attention_block), computing q (rounded to bf16) times K^T, an
+// online softmax per unit in f32, and the probabilities (rounded to bf16)
+// times V, and for each split write (max, sum, unnormalized output). The
+// last of the Z blocks to finish (a counter, which it resets) merges each
+// unit's partials (S <= MAX_SPLITS) in split order into the bf16 output,
+// so no second kernel is launched.
 //
 // Before the block waits for the kernel ahead (pdl.cuh) it stages what of
 // its first chunk earlier steps wrote (positions before the step's start:
 // the host's block table and finished steps' K and V); the step's own
 // positions, which the QKV kernel ahead appends, and q follow the wait.
 //
-// A unit's result does not depend on the step's width, on the rows of its
-// block, on its place in a warp's tile or on Z: S is fixed, a split's
-// chunks are walked in order whichever block walks them, an MMA's output
-// element is the same sum in every row of its tile, positions past a
-// unit's end weigh exactly 0 (their scores are -inf, and a chunk the unit
-// sees none of leaves its state as it was), and every other sum runs in a
-// fixed order.
+// A unit's result does not depend on the step's width, on its tile's other
+// units, on its place in the tile or on Z: S is fixed, a split's chunks are
+// walked in order whichever block walks them, an MMA's output element is
+// the same sum in every row of its tile, positions past a unit's end weigh
+// exactly 0 (their scores are -inf, and a chunk the unit sees none of
+// leaves its state as it was), and every other sum runs in a fixed order.
 #include <cuda_bf16.h>
 
 #define BLOCK_TOKENS 16
@@ -34,10 +34,11 @@
 // -infinity without math.h (NVRTC has no standard headers).
 #define NEG_INF (-__int_as_float(0x7f800000))
 #define WARPS 4       // geometry::ATTENTION_WARPS
-#define UNITS 64      // geometry::ATTENTION_BLOCK_UNITS: 16 a warp
+#define UNITS 16      // geometry::ATTENTION_BLOCK_UNITS: one MMA tile's rows
 #define MAX_SPLITS 32 // geometry::ATTENTION_MAX_SPLITS: one a lane in merge_splits
 #define PAD 8         // bf16 values after each staged K or V row: the rows' banks differ
-static_assert(UNITS == 16 * WARPS, "a warp's MMA tile holds 16 units");
+static_assert(UNITS == 16, "a block's units are the rows of one MMA tile");
+static_assert(CHUNK == 16 * WARPS, "warp w scores positions 16w..16w+15 of a chunk");
 #define NO_ZERO_FILL 0x7fffffff  // stage_chunk's zero_from when it writes no zeros
 
 // Stages positions [lo, hi) of the chunk at c0 into shared memory (K and V
@@ -78,9 +79,14 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
     return *reinterpret_cast<unsigned*>(&v);
 }
 
-// Four 8x8 bf16 matrices from shared memory, transposed: lanes 8i..8i+7
-// give the row addresses of matrix i, and register i holds the lane's
-// fragment of it.
+// Two or four 8x8 bf16 matrices from shared memory, transposed: lanes
+// 8i..8i+7 give the row addresses of matrix i, and register i holds the
+// lane's fragment of it.
+__device__ __forceinline__ void ldmatrix_x2_trans(unsigned (&r)[2], const __nv_bfloat16* p) {
+    const unsigned at = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(at));
+}
+
 __device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const __nv_bfloat16* p) {
     const unsigned at = (unsigned)__cvta_generic_to_shared(p);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -98,14 +104,14 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const __nv_b
 // weights), `sums` (the same for the splits' sums) and `totals` (UNITS).
 template <int D>
 __device__ __forceinline__ void merge_splits(const float* __restrict__ partial, __nv_bfloat16* __restrict__ out,
-                                             float* weights, float* sums, float* totals, int units, int group, int t0,
+                                             float* weights, float* sums, float* totals, int units, int group, int u0,
                                              int start, int kv_head, int hq, int splits) {
     constexpr int PAIRS = D / 2, SPLIT_TASKS = 4, TASKS = 2, BATCH = 8;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    // Unit u: row t0 + u / group, query head kv_head * group + u % group;
-    // its partials sit at partial + at(u) * splits * (D + 2).
-    auto at = [&](int u) { return ((size_t)(t0 + u / group) * hq + kv_head * group + u % group); };
-    auto active = [&](int u) { return min(splits, (start + t0 + u / group + CHUNK) / CHUNK); };
+    // Unit u: row (u0 + u) / group, query head kv_head * group + (u0 + u) %
+    // group; its partials sit at partial + at(u) * splits * (D + 2).
+    auto at = [&](int u) { return ((size_t)((u0 + u) / group) * hq + kv_head * group + (u0 + u) % group); };
+    auto active = [&](int u) { return min(splits, (start + (u0 + u) / group + CHUNK) / CHUNK); };
     for (int first = threadIdx.x; first < units * MAX_SPLITS; first += SPLIT_TASKS * WARPS * 32) {
         float2 ml[SPLIT_TASKS];
 #pragma unroll
@@ -188,9 +194,17 @@ __device__ __forceinline__ void merge_splits(const float* __restrict__ partial, 
     }
 }
 
-// One block of the attention kernels below (head dim D). Dynamic shared
-// memory: two buffers of a chunk's K and V (CHUNK rows of D + PAD bf16
-// values each), which the merge reuses (geometry::attention_shared_bytes).
+// One block of the attention kernels below (head dim D): up to 16 units
+// (one MMA tile's rows) of one KV head, its 4 warps splitting each chunk's work:
+// warp w computes the scores of the chunk's positions 16w..16w+15, the
+// warps meet (shared memory) for each unit's chunk maximum and for the
+// probabilities, then warp w computes P V for its share of the head dims.
+// Each warp keeps the same online-softmax max and sum (the same values in
+// the same order) and the output of its own dims. Dynamic shared memory:
+// two buffers of a chunk's K and V (CHUNK rows of D + PAD bf16 values
+// each), which the merge reuses, then P (16 x CHUNK bf16, PAD after each
+// row) and the 4 position groups' maxima and sums of each unit
+// (geometry::attention_shared_bytes).
 template <int D>
 __device__ __forceinline__ void
 attention_block(const float* __restrict__ q,                // (rows, hq*D), RoPE applied
@@ -199,31 +213,39 @@ attention_block(const float* __restrict__ q,                // (rows, hq*D), RoP
                 const unsigned* __restrict__ step,          // [n, start]
                 const unsigned* __restrict__ table,         // block table
                 float* __restrict__ partial,                // (rows, hq, S = splits, D + 2)
-                unsigned* __restrict__ counters,            // (row groups, hk), zero between launches
+                unsigned* __restrict__ counters,            // (unit tiles, hk), zero between launches
                 __nv_bfloat16* __restrict__ out,            // (rows, hq*D)
-                int hq, int hk, int rows_per_block, int splits, float scale) {
-    constexpr int STRIDE = D + PAD, BUFFER = 2 * CHUNK * STRIDE;
-    constexpr int KSTEPS = D / 16, PTILES = CHUNK / 8, DPART = D < 32 ? D : 32;
+                int hq, int hk, int tile_units, int splits, float scale) {
+    constexpr int STRIDE = D + PAD, BUFFER = 2 * CHUNK * STRIDE, KSTEPS = D / 16;
+    // Head dims of a warp's share of P V (at least one 8-dim MMA tile; at
+    // D < 32 only the first D / 8 warps take one).
+    constexpr int WARP_DIMS = D / WARPS < 8 ? 8 : D / WARPS, WARP_TILES = WARP_DIMS / 8;
     extern __shared__ __align__(16) unsigned char smem[];
     __nv_bfloat16* buffers = reinterpret_cast<__nv_bfloat16*>(smem);
+    __nv_bfloat16* probs = buffers + 2 * BUFFER;  // (16, CHUNK + PAD)
+    float* group_max = reinterpret_cast<float*>(probs + 16 * (CHUNK + PAD));  // (WARPS, 16)
+    float* group_sum = group_max + WARPS * 16;                                 // (WARPS, 16)
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
     const int kv_head = blockIdx.x, group = hq / hk, slot = blockIdx.z, slots = gridDim.z;
     const int n = (int)step[0], start = (int)step[1];
-    const int t0 = blockIdx.y * rows_per_block;
-    // Rows past the step's count are never read (the products mask them).
-    if (t0 >= n) return;
-    const int units = min(rows_per_block, n - t0) * group;
-    const int block_visible = start + t0 + units / group;
-    // This lane's units: rows g and g + 8 of its warp's tile.
+    // Units u0.. of the (row, query head of the group) pairs, row-major
+    // (tile_units <= UNITS of them).
+    const int u0 = blockIdx.y * tile_units;
+    // Units past the step's rows are never read (the products mask them).
+    if (u0 >= n * group) return;
+    const int units = min(tile_units, n * group - u0);
+    const int block_visible = start + (u0 + units - 1) / group + 1;
+    // This lane's units: rows g and g + 8 of the tile.
     int visible[2];
     size_t unit[2];
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-        const int u = warp * 16 + g + 8 * i, t = t0 + u / group;
+        const int u = u0 + g + 8 * i, t = u / group;
         unit[i] = (size_t)t * hq + kv_head * group + u % group;
-        visible[i] = u < units ? start + t + 1 : 0;
+        visible[i] = g + 8 * i < units ? start + t + 1 : 0;
     }
-    const bool warp_live = warp * 16 < units;
+    const int d0 = warp * WARP_DIMS;
+    const bool pv_warp = d0 < D;
     int split = slot, c0 = slot * CHUNK;
     bool have = c0 < block_visible;
     if (have)
@@ -241,7 +263,7 @@ attention_block(const float* __restrict__ q,                // (rows, hq*D), RoP
         stage_chunk<D>(k_cache, v_cache, table, buffers + BUFFER, buffers + BUFFER + CHUNK * STRIDE, next_c0, 0,
                        block_visible, block_visible, kv_head, hk);
     cp_async_commit();
-    // q as the MMA's A fragments, rounded to bf16.
+    // q as the MMA's A fragments, rounded to bf16 (every warp holds them).
     unsigned qa[KSTEPS][4];
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; ++kk)
@@ -254,114 +276,137 @@ attention_block(const float* __restrict__ q,                // (rows, hq*D), RoP
                                      : make_float2(0.0f, 0.0f);
                 qa[kk][i + 2 * half] = pack_bf16(v.x, v.y);
             }
-    // The online softmax of rows g (i = 0) and g + 8 (i = 1): max, sum and
-    // output (o[j][2i], o[j][2i + 1]: dims 8j + 2c and the next).
-    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f}, o[D / 8][4];
+    // The online softmax of rows g (i = 0) and g + 8 (i = 1): max, sum, and
+    // the output of this warp's dims (o[j][2i], o[j][2i + 1]: dims
+    // d0 + 8j + 2c and the next).
+    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f}, o[WARP_TILES][4];
 #pragma unroll
-    for (int j = 0; j < D / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    for (int j = 0; j < WARP_TILES; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
     for (int buffer = 0; have; buffer ^= 1) {
         cp_async_wait<1>();
         __syncthreads();
         const __nv_bfloat16* ks = buffers + buffer * BUFFER;
         const __nv_bfloat16* vs = ks + CHUNK * STRIDE;
-        if (warp_live) {
-            // Scores: 8 tiles of 8 positions, the dot product in K steps of 16.
-            float s[PTILES][4];
+        // Scores of positions 16 warp.. (two tiles of 8), the dot product in
+        // K steps of 16, and their maximum per unit.
+        float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
-            for (int j = 0; j < PTILES; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+        for (int kk = 0; kk < KSTEPS; ++kk)
 #pragma unroll
-            for (int kk = 0; kk < KSTEPS; ++kk)
+            for (int j = 0; j < 2; ++j) {
+                const __nv_bfloat16* kp = ks + (warp * 16 + j * 8 + g) * STRIDE + kk * 16 + 2 * c;
+                mma_bf16(s[j], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], *reinterpret_cast<const unsigned*>(kp),
+                         *reinterpret_cast<const unsigned*>(kp + 8));
+            }
+        float part_max[2] = {NEG_INF, NEG_INF};
 #pragma unroll
-                for (int j = 0; j < PTILES; ++j) {
-                    const __nv_bfloat16* kp = ks + (j * 8 + g) * STRIDE + kk * 16 + 2 * c;
-                    mma_bf16(s[j], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3],
-                             *reinterpret_cast<const unsigned*>(kp), *reinterpret_cast<const unsigned*>(kp + 8));
-                }
-            float chunk_max[2] = {NEG_INF, NEG_INF};
+        for (int j = 0; j < 2; ++j)
 #pragma unroll
-            for (int j = 0; j < PTILES; ++j)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int i = e >> 1, pos = c0 + j * 8 + 2 * c + (e & 1);
-                    s[j][e] = pos < visible[i] ? s[j][e] * scale : NEG_INF;
-                    chunk_max[i] = fmaxf(chunk_max[i], s[j][e]);
-                }
-            float correction[2], sum[2] = {0.0f, 0.0f};
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-                chunk_max[i] = fmaxf(chunk_max[i], __shfl_xor_sync(0xffffffffu, chunk_max[i], 1));
-                chunk_max[i] = fmaxf(chunk_max[i], __shfl_xor_sync(0xffffffffu, chunk_max[i], 2));
-                const float m_new = fmaxf(m[i], chunk_max[i]);
-                correction[i] = m_new == NEG_INF ? 1.0f : __expf(m[i] - m_new);
-                m[i] = m_new;
+            for (int e = 0; e < 4; ++e) {
+                const int i = e >> 1, pos = c0 + warp * 16 + j * 8 + 2 * c + (e & 1);
+                s[j][e] = pos < visible[i] ? s[j][e] * scale : NEG_INF;
+                part_max[i] = fmaxf(part_max[i], s[j][e]);
             }
 #pragma unroll
-            for (int j = 0; j < PTILES; ++j)
+        for (int i = 0; i < 2; ++i) {
+            part_max[i] = fmaxf(part_max[i], __shfl_xor_sync(0xffffffffu, part_max[i], 1));
+            part_max[i] = fmaxf(part_max[i], __shfl_xor_sync(0xffffffffu, part_max[i], 2));
+            if (c == 0) group_max[warp * 16 + g + 8 * i] = part_max[i];
+        }
+        __syncthreads();
+        // Every warp: the same chunk maximum, correction and probabilities'
+        // sums; its own probabilities into shared memory as bf16.
+        float correction[2], part_sum[2] = {0.0f, 0.0f};
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int i = e >> 1;
-                    s[j][e] = s[j][e] == NEG_INF ? 0.0f : __expf(s[j][e] - m[i]);
-                    sum[i] += s[j][e];
-                }
+        for (int i = 0; i < 2; ++i) {
+            float chunk_max = group_max[g + 8 * i];
 #pragma unroll
-            for (int i = 0; i < 2; ++i) {
-                sum[i] += __shfl_xor_sync(0xffffffffu, sum[i], 1);
-                sum[i] += __shfl_xor_sync(0xffffffffu, sum[i], 2);
-                l[i] = l[i] * correction[i] + sum[i];
+            for (int w = 1; w < WARPS; ++w) chunk_max = fmaxf(chunk_max, group_max[w * 16 + g + 8 * i]);
+            const float m_new = fmaxf(m[i], chunk_max);
+            correction[i] = m_new == NEG_INF ? 1.0f : __expf(m[i] - m_new);
+            m[i] = m_new;
+        }
+#pragma unroll
+        for (int j = 0; j < 2; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int i = e >> 1;
+                s[j][e] = s[j][e] == NEG_INF ? 0.0f : __expf(s[j][e] - m[i]);
+                part_sum[i] += s[j][e];
             }
-            // Probabilities times V, DPART dims at a time: the C fragments of
-            // two score tiles are the A fragment of 16 positions.
-            unsigned pa[CHUNK / 16][4];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            part_sum[i] += __shfl_xor_sync(0xffffffffu, part_sum[i], 1);
+            part_sum[i] += __shfl_xor_sync(0xffffffffu, part_sum[i], 2);
+            if (c == 0) group_sum[warp * 16 + g + 8 * i] = part_sum[i];
+#pragma unroll
+            for (int j = 0; j < 2; ++j)
+                *reinterpret_cast<unsigned*>(probs + (g + 8 * i) * (CHUNK + PAD) + warp * 16 + j * 8 + 2 * c) =
+                    pack_bf16(s[j][2 * i], s[j][2 * i + 1]);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            float sum = group_sum[g + 8 * i];
+#pragma unroll
+            for (int w = 1; w < WARPS; ++w) sum += group_sum[w * 16 + g + 8 * i];
+            l[i] = l[i] * correction[i] + sum;
+        }
+        // P V for this warp's dims: the chunk's 64 positions in K steps of 16.
+        if (pv_warp) {
+            float acc[WARP_TILES][4];
+#pragma unroll
+            for (int j = 0; j < WARP_TILES; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
 #pragma unroll
             for (int kk = 0; kk < CHUNK / 16; ++kk) {
-                pa[kk][0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-                pa[kk][1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-                pa[kk][2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-                pa[kk][3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-            }
+                const __nv_bfloat16* pp = probs + g * (CHUNK + PAD) + kk * 16 + 2 * c;
+                const unsigned a0 = *reinterpret_cast<const unsigned*>(pp);
+                const unsigned a1 = *reinterpret_cast<const unsigned*>(pp + 8 * (CHUNK + PAD));
+                const unsigned a2 = *reinterpret_cast<const unsigned*>(pp + 8);
+                const unsigned a3 = *reinterpret_cast<const unsigned*>(pp + 8 * (CHUNK + PAD) + 8);
+                const __nv_bfloat16* vp = vs + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * STRIDE + d0;
+                if constexpr (WARP_TILES == 1) {
+                    unsigned b[2];
+                    ldmatrix_x2_trans(b, vp);
+                    mma_bf16(acc[0], a0, a1, a2, a3, b[0], b[1]);
+                } else {
 #pragma unroll
-            for (int d0 = 0; d0 < D; d0 += DPART) {
-                float acc[DPART / 8][4];
-#pragma unroll
-                for (int j = 0; j < DPART / 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
-#pragma unroll
-                for (int kk = 0; kk < CHUNK / 16; ++kk)
-#pragma unroll
-                    for (int dp = 0; dp < DPART / 16; ++dp) {
+                    for (int dp = 0; dp < WARP_TILES / 2; ++dp) {
                         unsigned b[4];
-                        ldmatrix_x4_trans(b, vs + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * STRIDE + d0 +
-                                                 dp * 16 + (lane >> 4) * 8);
-                        mma_bf16(acc[2 * dp], pa[kk][0], pa[kk][1], pa[kk][2], pa[kk][3], b[0], b[1]);
-                        mma_bf16(acc[2 * dp + 1], pa[kk][0], pa[kk][1], pa[kk][2], pa[kk][3], b[2], b[3]);
+                        ldmatrix_x4_trans(b, vp + dp * 16 + (lane >> 4) * 8);
+                        mma_bf16(acc[2 * dp], a0, a1, a2, a3, b[0], b[1]);
+                        mma_bf16(acc[2 * dp + 1], a0, a1, a2, a3, b[2], b[3]);
                     }
-#pragma unroll
-                for (int j = 0; j < DPART / 8; ++j)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e)
-                        o[d0 / 8 + j][e] = o[d0 / 8 + j][e] * correction[e >> 1] + acc[j][e];
+                }
             }
+#pragma unroll
+            for (int j = 0; j < WARP_TILES; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) o[j][e] = o[j][e] * correction[e >> 1] + acc[j][e];
         }
         const bool split_ends = !has_next || next_split != split;
-        if (split_ends && warp_live) {
+        if (split_ends) {
 #pragma unroll
             for (int i = 0; i < 2; ++i) {
                 // A split with no position of this unit writes nothing (the
                 // merge reads only the splits that hold its positions).
                 if (split * CHUNK < visible[i]) {
                     float* mine = partial + (unit[i] * splits + split) * (D + 2);
-                    if (c == 0) {
+                    if (warp == 0 && c == 0) {
                         mine[0] = m[i];
                         mine[1] = l[i];
                     }
+                    if (pv_warp)
 #pragma unroll
-                    for (int j = 0; j < D / 8; ++j)
-                        *reinterpret_cast<float2*>(mine + 2 + j * 8 + 2 * c) = make_float2(o[j][2 * i], o[j][2 * i + 1]);
+                        for (int j = 0; j < WARP_TILES; ++j)
+                            *reinterpret_cast<float2*>(mine + 2 + d0 + j * 8 + 2 * c) =
+                                make_float2(o[j][2 * i], o[j][2 * i + 1]);
                 }
                 m[i] = NEG_INF;
                 l[i] = 0.0f;
             }
 #pragma unroll
-            for (int j = 0; j < D / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+            for (int j = 0; j < WARP_TILES; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
         }
         // Everyone is past this buffer: it takes the chunk after next.
         __syncthreads();
@@ -384,7 +429,7 @@ attention_block(const float* __restrict__ q,                // (rows, hq*D), RoP
     __threadfence();
     float* weights = reinterpret_cast<float*>(smem);
     merge_splits<D>(partial, out, weights, weights + UNITS * MAX_SPLITS, weights + 2 * UNITS * MAX_SPLITS, units,
-                    group, t0, start, kv_head, hq, splits);
+                    group, u0, start, kv_head, hq, splits);
     if (threadIdx.x == 0) *counter = 0u;
 }
 
@@ -395,8 +440,8 @@ attention_block(const float* __restrict__ q,                // (rows, hq*D), RoP
         const float* __restrict__ q, const __nv_bfloat16* __restrict__ k_cache,                                      \
         const __nv_bfloat16* __restrict__ v_cache, const unsigned* __restrict__ step,                                \
         const unsigned* __restrict__ table, float* __restrict__ partial, unsigned* __restrict__ counters,            \
-        __nv_bfloat16* __restrict__ out, int hq, int hk, int rows_per_block, int splits, float scale) {              \
-        attention_block<D>(q, k_cache, v_cache, step, table, partial, counters, out, hq, hk, rows_per_block, splits, \
+        __nv_bfloat16* __restrict__ out, int hq, int hk, int tile_units, int splits, float scale) {                  \
+        attention_block<D>(q, k_cache, v_cache, step, table, partial, counters, out, hq, hk, tile_units, splits,     \
                            scale);                                                                                   \
     }
 
