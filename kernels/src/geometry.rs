@@ -65,9 +65,9 @@ pub fn attention_kernel(head_dim: usize) -> Option<&'static str> {
     }
 }
 
-/// Blocks along the KV length for each (row group, KV head) of an attention
+/// Blocks along the KV length for each (KV head, unit tile) of an attention
 /// step at width `bucket`: one a split up to 32 rows; in wider steps, whose
-/// row groups already fill the GPU, a block walks several splits, since
+/// unit tiles already fill the GPU, a block walks several splits, since
 /// blocks with no chunk to attend still cost their launch. Chosen on the
 /// H200 (bench/results/2026-11-29-h200-attention/experiments.txt): SmolLM2
 /// at 128 rows took 2.46 ms a step with 32 blocks, 2.14 with 8 (512 tokens

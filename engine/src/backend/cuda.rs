@@ -76,7 +76,7 @@ struct Scratch {
     qkv: Buf<f32>,      // (T, (Hq+2Hk)*D), the unfused QKV path only
     q: Buf<f32>,        // (T, Hq*D)
     partial: Buf<f32>,  // (T, Hq, splits, D+2)
-    counters: Buf<u32>, // (T, Hq): attention splits finished per (row group, KV head), zero between steps
+    counters: Buf<u32>, // (T, Hq): attention splits finished per (unit tile, KV head), zero between steps
     attn: Buf<bf16>,    // (T, Hq*D)
     act: Buf<bf16>,     // (T, I)
     logits: Buf<f32>,   // (T, V)
