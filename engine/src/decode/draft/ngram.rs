@@ -1,6 +1,7 @@
 //! [`NgramIndex`]: every n-gram of a few fixed lengths of some token
 //! sequences, hashed once, so that finding where a suffix of the output
-//! occurs costs a hash and a few comparisons instead of a scan.
+//! occurs costs a hash, a binary search and a few comparisons instead of a
+//! scan.
 
 use std::collections::HashMap;
 
@@ -12,17 +13,27 @@ pub(super) struct Occurrence {
     pub end: u32,
 }
 
-/// Hashed n-gram table over token sequences. Positions per n-gram are kept
-/// in order (source, then position), so the nearest occurrence after a
+/// Hashed n-gram table over token sequences. Occurrences per n-gram are
+/// kept in order (source, then position), so the nearest occurrence after a
 /// position is a binary search. Hash hits are always checked against the
 /// tokens.
+///
+/// The sequences given to [`NgramIndex::new`] are indexed once into sorted
+/// arrays (a sort of (hash, occurrence) pairs a length, bucketed by the
+/// hash's top bits: no allocation per n-gram); what [`NgramIndex::extend_last`] appends to the last sequence
+/// (a generation's output, as it grows) goes into a hash map beside them.
+/// An n-gram's occurrences are those of its sorted run, then those of the
+/// map (the appended positions come after all others).
 #[derive(Debug, Clone)]
 pub(super) struct NgramIndex {
     sources: Vec<Vec<u32>>,
     /// Indexed n-gram lengths, ascending.
     lengths: Vec<usize>,
-    /// One table per length: hash of the n-gram -> occurrences in order.
-    tables: Vec<HashMap<u64, Vec<Occurrence>>>,
+    /// One table per length: every n-gram of the sequences as given.
+    fixed: Vec<SortedTable>,
+    /// One map per length: hash -> occurrences, in order, of the n-grams
+    /// appended to the last sequence since.
+    appended: Vec<HashMap<u64, Vec<Occurrence>>>,
 }
 
 fn hash(tokens: &[u32]) -> u64 {
@@ -33,21 +44,68 @@ fn hash(tokens: &[u32]) -> u64 {
     h
 }
 
+/// (hash, occurrence) pairs sorted by hash, then source, then position,
+/// with the start of each run of equal leading hash bits (about one pair a
+/// bucket), so a lookup reads a bucket instead of searching the whole array.
+#[derive(Debug, Clone)]
+struct SortedTable {
+    pairs: Vec<(u64, Occurrence)>,
+    /// A hash's bucket is its top `64 - shift` bits.
+    shift: u32,
+    /// starts[b]..starts[b + 1]: the pairs of bucket b.
+    starts: Vec<u32>,
+}
+
+impl SortedTable {
+    fn new(mut pairs: Vec<(u64, Occurrence)>) -> Self {
+        pairs.sort_unstable_by_key(|&(h, o)| (h, o.source, o.end));
+        let bits = pairs.len().max(2).next_power_of_two().trailing_zeros();
+        let shift = 64 - bits;
+        let mut starts = vec![0u32; (1 << bits) + 1];
+        for &(h, _) in &pairs {
+            starts[(h >> shift) as usize + 1] += 1;
+        }
+        for b in 1..starts.len() {
+            starts[b] += starts[b - 1];
+        }
+        Self { pairs, shift, starts }
+    }
+
+    /// The pairs, in order, of the n-grams hashing to `key`.
+    fn run(&self, key: u64) -> &[(u64, Occurrence)] {
+        let bucket = (key >> self.shift) as usize;
+        let pairs = &self.pairs[self.starts[bucket] as usize..self.starts[bucket + 1] as usize];
+        let start = pairs.partition_point(|&(h, _)| h < key);
+        let len = pairs[start..].partition_point(|&(h, _)| h == key);
+        &pairs[start..start + len]
+    }
+
+    /// The table without `source`'s n-grams.
+    fn without_source(mut self, source: u32) -> Self {
+        self.pairs.retain(|(_, o)| o.source != source);
+        Self::new(self.pairs)
+    }
+}
+
 impl NgramIndex {
     /// Indexes every n-gram of each length in `lengths` (ascending, > 0).
     pub fn new(sources: Vec<Vec<u32>>, lengths: &[usize]) -> Self {
-        let mut tables = Vec::with_capacity(lengths.len());
-        for &n in lengths {
-            let mut table: HashMap<u64, Vec<Occurrence>> = HashMap::new();
-            for (source, tokens) in sources.iter().enumerate() {
-                for end in n..=tokens.len() {
-                    let occurrence = Occurrence { source: source as u32, end: end as u32 };
-                    table.entry(hash(&tokens[end - n..end])).or_default().push(occurrence);
+        let fixed = lengths
+            .iter()
+            .map(|&n| {
+                let count = sources.iter().map(|tokens| (tokens.len() + 1).saturating_sub(n)).sum();
+                let mut pairs = Vec::with_capacity(count);
+                for (source, tokens) in sources.iter().enumerate() {
+                    for end in n..=tokens.len() {
+                        pairs
+                            .push((hash(&tokens[end - n..end]), Occurrence { source: source as u32, end: end as u32 }));
+                    }
                 }
-            }
-            tables.push(table);
-        }
-        Self { sources, lengths: lengths.to_vec(), tables }
+                SortedTable::new(pairs)
+            })
+            .collect();
+        let appended = vec![HashMap::new(); lengths.len()];
+        Self { sources, lengths: lengths.to_vec(), fixed, appended }
     }
 
     /// Appends `tokens` to the last source and indexes the n-grams that now
@@ -57,7 +115,7 @@ impl NgramIndex {
         let old_len = self.sources[source].len();
         self.sources[source].extend_from_slice(tokens);
         let sequence = &self.sources[source];
-        for (&n, table) in self.lengths.iter().zip(&mut self.tables) {
+        for (&n, table) in self.lengths.iter().zip(&mut self.appended) {
             for end in (old_len + 1).max(n)..=sequence.len() {
                 let occurrence = Occurrence { source: source as u32, end: end as u32 };
                 table.entry(hash(&sequence[end - n..end])).or_default().push(occurrence);
@@ -68,12 +126,13 @@ impl NgramIndex {
     /// Empties the last source and forgets its n-grams.
     pub fn clear_last(&mut self) {
         let Some(source) = self.sources.len().checked_sub(1) else { return };
+        let had_fixed = !self.sources[source].is_empty();
         self.sources[source].clear();
-        for table in &mut self.tables {
-            table.retain(|_, list| {
-                list.retain(|o| o.source as usize != source);
-                !list.is_empty()
-            });
+        for table in &mut self.appended {
+            table.clear();
+        }
+        if had_fixed {
+            self.fixed = std::mem::take(&mut self.fixed).into_iter().map(|t| t.without_source(source as u32)).collect();
         }
     }
 
@@ -89,11 +148,19 @@ impl NgramIndex {
         &self.lengths
     }
 
+    /// The occurrences of n-grams hashing to `key` in the `table`-th length:
+    /// the given sequences' (in order), then the appended ones (in order).
+    fn candidates(&self, table: usize, key: u64) -> (&[(u64, Occurrence)], &[Occurrence]) {
+        let appended = self.appended[table].get(&key).map(Vec::as_slice).unwrap_or_default();
+        (self.fixed[table].run(key), appended)
+    }
+
     /// Occurrences of `ngram` (whose length is the `table`-th indexed
     /// length), verified against the tokens, in order.
     pub fn occurrences<'a>(&'a self, table: usize, ngram: &'a [u32]) -> impl Iterator<Item = Occurrence> + 'a {
         let n = ngram.len();
-        self.tables[table].get(&hash(ngram)).map(Vec::as_slice).unwrap_or_default().iter().copied().filter(move |o| {
+        let (fixed, appended) = self.candidates(table, hash(ngram));
+        fixed.iter().map(|&(_, o)| o).chain(appended.iter().copied()).filter(move |o| {
             let end = o.end as usize;
             self.sources[o.source as usize][end - n..end] == *ngram
         })
@@ -103,13 +170,20 @@ impl NgramIndex {
     /// the first ending at or after it, else the last ending before it.
     pub fn nearest(&self, table: usize, ngram: &[u32], cursor: usize) -> Option<Occurrence> {
         let n = ngram.len();
-        let list = self.tables[table].get(&hash(ngram))?;
+        let (fixed, appended) = self.candidates(table, hash(ngram));
         let verified = |o: &Occurrence| {
             let end = o.end as usize;
             o.source == 0 && self.sources[0][end - n..end] == *ngram
         };
-        let split = list.partition_point(|o| o.source == 0 && (o.end as usize) < cursor);
-        list[split..].iter().find(|o| verified(o)).or_else(|| list[..split].iter().rev().find(|o| verified(o))).copied()
+        // The occurrences before the cursor in source 0 lead the run (it is
+        // in source, then position order): those of `fixed`, then, only if
+        // all of `fixed`'s are such, those of `appended`.
+        let before = |o: &Occurrence| o.source == 0 && (o.end as usize) < cursor;
+        let fixed_split = fixed.partition_point(|(_, o)| before(o));
+        let appended_split = if fixed_split == fixed.len() { appended.partition_point(before) } else { 0 };
+        let after = fixed[fixed_split..].iter().map(|(_, o)| o).chain(&appended[appended_split..]);
+        let earlier = appended[..appended_split].iter().rev().chain(fixed[..fixed_split].iter().rev().map(|(_, o)| o));
+        after.copied().find(verified).or_else(|| earlier.copied().find(verified))
     }
 }
 
@@ -129,6 +203,69 @@ mod tests {
         assert_eq!(index.nearest(0, &[2], 3), Some(Occurrence { source: 0, end: 5 }));
         assert_eq!(index.nearest(0, &[3], 4), Some(Occurrence { source: 0, end: 3 }));
         assert_eq!(index.nearest(0, &[9], 0), None);
+    }
+
+    /// Every occurrence of every n-gram, in order, by a scan.
+    fn scanned(sources: &[Vec<u32>], ngram: &[u32]) -> Vec<Occurrence> {
+        let n = ngram.len();
+        let mut found = Vec::new();
+        for (source, tokens) in sources.iter().enumerate() {
+            for end in n..=tokens.len() {
+                if tokens[end - n..end] == *ngram {
+                    found.push(Occurrence { source: source as u32, end: end as u32 });
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn lookups_agree_with_a_scan_given_or_appended() {
+        // Small vocabularies, so n-grams repeat within and across sources.
+        let mut seed = 7u64;
+        let mut token = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 60) as u32 % 4
+        };
+        let given: Vec<Vec<u32>> = vec![(0..60).map(|_| token()).collect(), (0..25).map(|_| token()).collect()];
+        let tail: Vec<u32> = (0..30).map(|_| token()).collect();
+        let lengths = [1, 2, 3];
+        // The last source given whole, or grown from empty in pieces.
+        let whole = NgramIndex::new([given.clone(), vec![tail.clone()]].concat(), &lengths);
+        let mut grown = NgramIndex::new([given.clone(), vec![Vec::new()]].concat(), &lengths);
+        for piece in tail.chunks(7) {
+            grown.extend_last(piece);
+        }
+        let sources = [given.clone(), vec![tail.clone()]].concat();
+        for (table, &n) in lengths.iter().enumerate() {
+            for start in 0..sources[0].len() + 1 - n {
+                let gram = &sources[0][start..start + n];
+                let expected = scanned(&sources, gram);
+                for index in [&whole, &grown] {
+                    assert_eq!(index.occurrences(table, gram).collect::<Vec<_>>(), expected, "{gram:?}");
+                    for cursor in [0, 10, 33, 60, 61] {
+                        let in_first: Vec<_> = expected.iter().filter(|o| o.source == 0).copied().collect();
+                        let nearest = in_first
+                            .iter()
+                            .find(|o| o.end as usize >= cursor)
+                            .or_else(|| in_first.iter().rev().find(|o| (o.end as usize) < cursor))
+                            .copied();
+                        assert_eq!(index.nearest(table, gram, cursor), nearest, "{gram:?} at {cursor}");
+                    }
+                }
+            }
+        }
+        // One source, grown: `nearest` finds it among the appended n-grams.
+        let mut single = NgramIndex::new(vec![vec![5, 6]], &[1, 2]);
+        single.extend_last(&[5, 6, 7]);
+        assert_eq!(single.nearest(1, &[5, 6], 3), Some(Occurrence { source: 0, end: 4 }));
+        assert_eq!(single.nearest(1, &[5, 6], 5), Some(Occurrence { source: 0, end: 4 }));
+        assert_eq!(single.nearest(1, &[5, 6], 1), Some(Occurrence { source: 0, end: 2 }));
+        // Clearing a last source that was given forgets its given n-grams too.
+        single.clear_last();
+        assert_eq!(single.occurrences(0, &[5]).count(), 0);
+        single.extend_last(&[7, 5]);
+        assert_eq!(single.occurrences(0, &[5]).collect::<Vec<_>>(), vec![Occurrence { source: 0, end: 2 }]);
     }
 
     #[test]
