@@ -51,18 +51,17 @@ pub const ATTENTION_BLOCK_UNITS: usize = 16;
 pub const ATTENTION_PAD: usize = 8;
 
 /// The head dimensions the attention kernel is compiled for, each its own
-/// kernel (its registers hold a unit's whole output row).
+/// kernel (the dimension sizes its MMA fragments and loops at compile time),
+/// named in [`ATTENTION_KERNELS`].
 pub const ATTENTION_HEAD_DIMS: [usize; 4] = [16, 32, 64, 128];
+
+/// The attention kernels of [`ATTENTION_HEAD_DIMS`], in that order
+/// (attention.cu's `ATTENTION(D)` entry points).
+pub const ATTENTION_KERNELS: [&str; 4] = ["attention_d16", "attention_d32", "attention_d64", "attention_d128"];
 
 /// The attention kernel for heads of `head_dim`, if it is compiled for it.
 pub fn attention_kernel(head_dim: usize) -> Option<&'static str> {
-    match head_dim {
-        16 => Some("attention_d16"),
-        32 => Some("attention_d32"),
-        64 => Some("attention_d64"),
-        128 => Some("attention_d128"),
-        _ => None,
-    }
+    ATTENTION_HEAD_DIMS.iter().position(|&d| d == head_dim).map(|i| ATTENTION_KERNELS[i])
 }
 
 /// Blocks along the KV length for each (KV head, unit tile) of an attention
@@ -448,8 +447,9 @@ mod tests {
             let blocks = attention_kv_blocks(bucket);
             assert!((1..=ATTENTION_SPLITS).contains(&blocks), "bucket {bucket}");
         }
+        assert_eq!(attention_kernel(64), Some("attention_d64"));
         for d in ATTENTION_HEAD_DIMS {
-            assert!(attention_kernel(d).is_some(), "head_dim {d}");
+            assert_eq!(attention_kernel(d), Some(format!("attention_d{d}").as_str()), "head_dim {d}");
             assert!(attention_shared_bytes(d) <= 227 * 1024);
         }
         assert_eq!(attention_kernel(96), None);

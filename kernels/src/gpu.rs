@@ -212,7 +212,7 @@ const KERNELS: [(&str, &[&str]); 7] = [
     ("embed", &["embed_gather"]),
     ("norm", &["rms_norm"]),
     ("rope", &["qkv_rope_append"]),
-    ("attention", &["attention_d16", "attention_d32", "attention_d64", "attention_d128"]),
+    ("attention", &ATTENTION_KERNELS),
     ("matmul", &PRODUCT_KERNELS),
     ("sample", &["argmax_rows"]),
     ("init", &["fill_uniform_bf16"]),
@@ -353,10 +353,10 @@ impl Gpu {
                 let function = loaded
                     .load_function(kernel)
                     .map_err(KernelError::driver(format!("cuModuleGetFunction ({kernel})")))?;
-                let shared = ATTENTION_HEAD_DIMS
-                    .into_iter()
-                    .find(|&d| attention_kernel(d) == Some(kernel))
-                    .map(attention_shared_bytes)
+                let shared = ATTENTION_KERNELS
+                    .iter()
+                    .position(|&name| name == kernel)
+                    .map(|i| attention_shared_bytes(ATTENTION_HEAD_DIMS[i]))
                     .or_else(|| wide_kernel_tokens(kernel).map(wide_shared_bytes));
                 if let Some(bytes) = shared {
                     let bytes = bytes as i32;

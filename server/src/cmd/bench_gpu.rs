@@ -77,7 +77,7 @@ const INVARIANCE_TOKENS: usize = 200;
 /// Seeded shapes the width-invariance check runs on besides the real
 /// models: the default model's (its products preload), a Qwen2.5 one with
 /// GQA groups of 7, the 7B one (wide grids, unfused RMSNorm) and a
-/// synthetic one with a 32-head GQA group (two rows an attention block).
+/// synthetic one whose 32-head GQA group spans two attention unit tiles.
 const INVARIANCE_SHAPES: [&str; 4] = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-7b", "synthetic-gqa32"];
 
 /// Tokens in the KV cache before the seeded shapes' continuation: more than
