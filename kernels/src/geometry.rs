@@ -258,51 +258,110 @@ pub const WIDE_ROWS: usize = 64;
 pub const WIDE_TOKENS: [usize; 3] = [16, 32, 64];
 
 /// Stages of the wide product's shared-memory pipeline (matmul.cu's
-/// WIDE_STAGES), each 256 K values of the block's weight rows and tokens,
-/// rows padded to WIDE_STRIDE values.
+/// WIDE_STAGES), each 256 K values of the block's weight rows and tokens.
 pub const WIDE_STAGES: usize = 3;
-pub const WIDE_STRIDE: usize = 288;
+
+/// Ways the wide product may split K among the blocks of a cluster
+/// (matmul.cu's SPLIT; `_s2`, `_s4` kernels; thread-block clusters, so
+/// sm_90 and later): block z of a split-s cluster loads 256 / s of each
+/// stage's K values, and the blocks sum their outputs in the skinny
+/// kernel's order, so the bits do not depend on the split.
+pub const WIDE_SPLITS: [usize; 3] = [1, 2, 4];
+
+/// Row stride, in bf16 values, of a wide stage split `split` ways: the
+/// block's K values plus 32 of padding (matmul.cu's `wide_stride`).
+pub fn wide_stride(split: usize) -> usize {
+    256 / split + 32
+}
 
 /// Narrowest bucket whose bf16-input products may run the wide kernel
 /// (below it, the skinny kernel reads every weight once for all rows with
 /// less waste).
 pub const WIDE_MIN_ROWS: usize = 16;
 
-/// Dynamic shared memory of a wide product block of `tokens` tokens (the
-/// pipeline's stages; the warps' sums reuse them at the end).
-pub fn wide_shared_bytes(tokens: usize) -> usize {
-    WIDE_STAGES * (WIDE_ROWS + tokens) * WIDE_STRIDE * 2
+/// Dynamic shared memory of a wide product block of `tokens` tokens split
+/// `split` ways: the pipeline's stages, which the block's sums (4 / split
+/// slots of 4 row groups x tiles x 4 values x 32 lanes, f32) reuse at the
+/// end.
+pub fn wide_shared_bytes(tokens: usize, split: usize) -> usize {
+    let stages = WIDE_STAGES * (WIDE_ROWS + tokens) * wide_stride(split) * 2;
+    let sums = (4 / split) * 4 * (tokens / MMA_TILE_ROWS) * 4 * 32 * 4;
+    stages.max(sums)
 }
 
 /// The blocks of a wide product: `tokens` tokens each (one of
-/// [`WIDE_TOKENS`]), `token_tiles` x `row_tiles` of them.
+/// [`WIDE_TOKENS`]), `token_tiles` x `row_tiles` clusters of `split`
+/// blocks (one of [`WIDE_SPLITS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WideGrid {
     pub tokens: usize,
     pub token_tiles: usize,
     pub row_tiles: usize,
+    pub split: usize,
 }
 
 impl WideGrid {
     pub fn blocks(&self) -> usize {
-        self.token_tiles * self.row_tiles
+        self.token_tiles * self.row_tiles * self.split
     }
 }
 
-/// The grid of a wide product of `n` weight rows at width `bucket` on a GPU
-/// of `sms` multiprocessors: the narrowest block that holds the bucket (64
-/// tokens past 32), then blocks of half as many tokens while the grid
-/// would fill less than half the GPU (twice the blocks, each half the
-/// work; the same bits, since a row's sums do not depend on its block).
-pub fn wide_grid(bucket: usize, n: usize, sms: usize) -> WideGrid {
-    let row_tiles = n.div_ceil(WIDE_ROWS);
-    let [narrowest, .., widest] = WIDE_TOKENS;
-    let mut tokens = WIDE_TOKENS.iter().copied().find(|&t| t >= bucket).unwrap_or(widest);
-    while tokens > narrowest && 2 * bucket.div_ceil(tokens) * row_tiles < sms {
-        tokens /= 2;
-    }
-    WideGrid { tokens, token_tiles: bucket.div_ceil(tokens), row_tiles }
+/// How many blocks of each wide kernel a GPU runs at once: `sms` times
+/// `per_sm[t][s]`, the blocks an SM holds of the kernel of `WIDE_TOKENS[t]`
+/// tokens split `WIDE_SPLITS[s]` ways (the driver's occupancy for its
+/// registers and shared memory; 0 where it cannot run: splits without
+/// clusters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WideSlots {
+    pub sms: usize,
+    pub per_sm: [[usize; WIDE_SPLITS.len()]; WIDE_TOKENS.len()],
 }
+
+impl WideSlots {
+    /// One block an SM of every unsplit kernel, no split kernels.
+    pub fn unsplit(sms: usize) -> Self {
+        Self { sms, per_sm: [[1, 0, 0]; WIDE_TOKENS.len()] }
+    }
+
+    /// Blocks of the (`tokens`, `split`) kernel the GPU runs at once.
+    pub fn of(&self, tokens: usize, split: usize) -> usize {
+        let t = WIDE_TOKENS.iter().position(|&x| x == tokens);
+        let s = WIDE_SPLITS.iter().position(|&x| x == split);
+        t.zip(s).map_or(0, |(t, s)| self.sms * self.per_sm[t][s])
+    }
+}
+
+/// The grid of a wide product of `n` weight rows over K = `k` at width
+/// `bucket` on a GPU that runs `slots`: the narrowest block that holds the
+/// bucket (64 tokens past 32); then, from [`WIDE_SPLIT_MIN_K`], K split
+/// among twice as many blocks while they all run at once; then blocks of
+/// half as many tokens while the grid would fill less than half the SMs.
+/// Each step halves a block's work and keeps a row's bits (matmul.cu).
+pub fn wide_grid(bucket: usize, n: usize, k: usize, slots: &WideSlots) -> WideGrid {
+    let [narrowest, .., widest] = WIDE_TOKENS;
+    let tokens = WIDE_TOKENS.iter().copied().find(|&t| t >= bucket).unwrap_or(widest);
+    let mut grid =
+        WideGrid { tokens, token_tiles: bucket.div_ceil(tokens), row_tiles: n.div_ceil(WIDE_ROWS), split: 1 };
+    while k >= WIDE_SPLIT_MIN_K && grid.split < WIDE_SPLITS[WIDE_SPLITS.len() - 1] {
+        let wider = WideGrid { split: 2 * grid.split, ..grid };
+        if wider.blocks() > slots.of(wider.tokens, wider.split) {
+            break;
+        }
+        grid = wider;
+    }
+    while grid.tokens > narrowest && 2 * grid.blocks() < slots.sms {
+        grid.tokens /= 2;
+        grid.token_tiles = bucket.div_ceil(grid.tokens);
+    }
+    grid
+}
+
+/// Shortest K the wide product splits. Measured on the H200
+/// (bench/results/2026-11-29-h200-split): split from K = 2,048, the 7B
+/// shape's 32-row step took 6.24 ms against 7.02 unsplit and the 1.5B
+/// shape's 2.76 against 3.21; split from K = 1,024 or below, SmolLM2's
+/// 128-row step (its K of 576 and 1,536) took 1.62 ms against 1.57.
+pub const WIDE_SPLIT_MIN_K: usize = 2048;
 
 /// Whether a product of `n` weight rows at width `bucket` on a GPU of `sms`
 /// multiprocessors runs the wide kernel: always from [`SKINNY_MAX_ROWS`]
@@ -313,7 +372,8 @@ pub fn wide_grid(bucket: usize, n: usize, sms: usize) -> WideGrid {
 /// leave the skinny kernel's 8-warp blocks more parallelism. Measured on
 /// the H200 (BENCHMARKS.md, "Wide products").
 pub fn prefers_wide(bucket: usize, n: usize, sms: usize) -> bool {
-    bucket >= SKINNY_MAX_ROWS || (bucket >= WIDE_MIN_ROWS && 4 * wide_grid(bucket, n, sms).blocks() >= sms)
+    let unsplit = wide_grid(bucket, n, 0, &WideSlots::unsplit(sms));
+    bucket >= SKINNY_MAX_ROWS || (bucket >= WIDE_MIN_ROWS && 4 * unsplit.blocks() >= sms)
 }
 
 /// Blocks of a grid-stride elementwise kernel over `total` elements: enough
@@ -391,22 +451,40 @@ mod tests {
 
     #[test]
     fn wide_grids_cover_the_step_and_fill_the_gpu() {
-        let grid = |tokens, token_tiles, row_tiles| WideGrid { tokens, token_tiles, row_tiles };
+        let grid = |tokens, token_tiles, row_tiles, split| WideGrid { tokens, token_tiles, row_tiles, split };
+        // The H200's occupancy (blocks an SM of 16, 32, 64 tokens x split 1,
+        // 2, 4), as the driver reported it (bench/results/2026-11-29-h200-split).
+        let h200 = WideSlots { sms: 132, per_sm: [[1, 2, 3], [1, 2, 2], [1, 1, 2]] };
+        let plain = WideSlots::unsplit(132);
         // A 7B gate/up product at 128 rows: 592 row tiles of 64, 64 tokens.
-        assert_eq!(wide_grid(128, 37888, 132), grid(64, 2, 592));
-        // SmolLM2's O product at 128 rows: 18 blocks of 64 tokens, or 36 of
-        // 32, would leave most SMs idle, so 72 of 16.
-        assert_eq!(wide_grid(128, 576, 132), grid(16, 8, 9));
-        assert_eq!(wide_grid(32, 37888, 132), grid(32, 1, 592));
-        // The 7B O and down products at 32 rows: 112 blocks of 16 tokens.
-        assert_eq!(wide_grid(32, 3584, 132), grid(16, 2, 56));
-        assert_eq!(wide_grid(16, 4608, 132), grid(16, 1, 72));
-        assert_eq!(wide_grid(128, 3584, 132), grid(64, 2, 56));
+        assert_eq!(wide_grid(128, 37888, 3584, &h200), grid(64, 2, 592, 1));
+        // SmolLM2's O product at 128 rows: 18 blocks of 64 tokens would
+        // leave most SMs idle; its K is too short to split, so 72 blocks of
+        // 16 tokens.
+        assert_eq!(wide_grid(128, 576, 576, &h200), grid(16, 8, 9, 1));
+        assert_eq!(wide_grid(128, 576, 1536, &h200), grid(16, 8, 9, 1));
+        assert_eq!(wide_grid(32, 37888, 3584, &h200), grid(32, 1, 592, 1));
+        // The 7B O and down products at 32 rows: 56 clusters of 4 (two
+        // blocks an SM); without clusters, 112 blocks of 16 tokens.
+        assert_eq!(wide_grid(32, 3584, 3584, &h200), grid(32, 1, 56, 4));
+        assert_eq!(wide_grid(32, 3584, 18944, &h200), grid(32, 1, 56, 4));
+        assert_eq!(wide_grid(32, 3584, 3584, &plain), grid(16, 2, 56, 1));
+        // Its QKV product: 72 clusters of 2 at 32 rows, of 4 at 16.
+        assert_eq!(wide_grid(32, 4608, 3584, &h200), grid(32, 1, 72, 2));
+        assert_eq!(wide_grid(16, 4608, 3584, &h200), grid(16, 1, 72, 4));
+        assert_eq!(wide_grid(16, 4608, 3584, &plain), grid(16, 1, 72, 1));
+        // At 128 rows two 64-token blocks do not fit an SM: no split.
+        assert_eq!(wide_grid(128, 3584, 3584, &h200), grid(64, 2, 56, 1));
         for (bucket, n) in [(16, 4608), (32, 4608), (64, 576), (128, 3584), (128, 49152), (256, 576), (256, 37888)] {
-            let g = wide_grid(bucket, n, 132);
-            assert!(WIDE_TOKENS.contains(&g.tokens));
-            assert!(g.token_tiles * g.tokens >= bucket && g.row_tiles * WIDE_ROWS >= n);
+            for (k, slots) in [(576, &h200), (18944, &h200), (18944, &plain)] {
+                let g = wide_grid(bucket, n, k, slots);
+                assert!(WIDE_TOKENS.contains(&g.tokens) && WIDE_SPLITS.contains(&g.split));
+                assert!(g.token_tiles * g.tokens >= bucket && g.row_tiles * WIDE_ROWS >= n);
+                assert!(g.split == 1 || g.blocks() <= slots.of(g.tokens, g.split), "a split grid runs at once");
+                assert!(g.split == 1 || k >= WIDE_SPLIT_MIN_K);
+            }
         }
+        assert_eq!(wide_grid(16, 0, 18944, &h200).blocks(), 0, "no rows, no blocks (and no endless split)");
         assert!(prefers_wide(128, 576, 132), "the skinny kernel's widest bucket always");
         assert!(prefers_wide(MAX_STEP_ROWS, 576, 132), "past it always");
         assert_eq!(WIDTH_BUCKETS.last(), Some(&MAX_STEP_ROWS));
@@ -419,12 +497,17 @@ mod tests {
 
     #[test]
     fn wide_blocks_fit_the_shared_memory_of_a_hopper_sm() {
-        assert_eq!(wide_shared_bytes(64), 221184);
-        // The warps' sums (4 slots of 4 row groups x tiles x 4 values x 32
-        // lanes, f32) fit the stages they reuse.
+        assert_eq!(wide_shared_bytes(64, 1), 3 * 128 * 288 * 2);
+        assert_eq!(wide_shared_bytes(64, 4), 3 * 128 * 96 * 2);
         for tokens in WIDE_TOKENS {
-            assert!(wide_shared_bytes(tokens) <= 227 * 1024);
-            assert!(4 * 4 * (tokens / 8) * 4 * 32 * 4 <= wide_shared_bytes(tokens));
+            for split in WIDE_SPLITS {
+                assert!(wide_shared_bytes(tokens, split) <= 227 * 1024);
+                assert!(
+                    wide_shared_bytes(tokens, split) == WIDE_STAGES * (WIDE_ROWS + tokens) * wide_stride(split) * 2,
+                    "the sums fit the stages they reuse"
+                );
+                assert_eq!(wide_stride(split) / 2 % 32, 16, "two rows of a phase 16 banks apart");
+            }
         }
     }
 
@@ -470,7 +553,6 @@ mod tests {
             (matmul, "WARPS", MATMUL_WARPS),
             (matmul, "WIDE_ROWS", WIDE_ROWS),
             (matmul, "WIDE_STAGES", WIDE_STAGES),
-            (matmul, "WIDE_STRIDE", WIDE_STRIDE),
         ] {
             let line = format!("#define {name} {value}");
             assert!(source.lines().any(|l| l == line || l.starts_with(&format!("{line} "))), "{line}");
@@ -478,6 +560,11 @@ mod tests {
         for d in ATTENTION_HEAD_DIMS {
             assert!(attention.lines().any(|l| l == format!("ATTENTION({d})")), "attention_d{d}");
         }
+        for (tokens, split) in WIDE_TOKENS.into_iter().flat_map(|t| WIDE_SPLITS.map(|s| (t, s))) {
+            let line = format!("WIDE({}, {split},", tokens / MMA_TILE_ROWS);
+            assert!(matmul.lines().any(|l| l.starts_with(&line)), "{line}");
+        }
+        assert!(matmul.contains("return 256 / SPLIT + 32;"), "wide_stride");
     }
 
     #[test]

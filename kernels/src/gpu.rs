@@ -118,6 +118,11 @@ pub struct Gpu {
     name: String,
     arch: &'static str,
     sms: usize,
+    /// Thread-block clusters (sm_90 and later): the wide products may split
+    /// K among a cluster's blocks.
+    clusters: bool,
+    /// How many blocks of each wide product kernel run at once.
+    wide_slots: WideSlots,
     /// Kernels are launched with programmatic stream serialization (each may
     /// start while the one ahead finishes; pdl.cuh): on sm_90 and later,
     /// unless `GRAFT_CUDA_PDL=0`.
@@ -138,13 +143,18 @@ pub enum ProductKernels {
     /// The wide kernel for every bf16 input, at any width (the checks;
     /// `GRAFT_CUDA_WIDE=1`).
     Wide,
+    /// The wide kernel for every bf16 input with K split this many ways
+    /// (one of [`WIDE_SPLITS`]; above 1 only where the GPU has clusters,
+    /// [`Gpu::has_clusters`]): the checks.
+    WideSplit(usize),
 }
 
 /// The products' entry points (matmul.cu). Skinny: family, input form
 /// (`_norm`: normalizes f32 rows itself, up to FUSED_NORM_MAX_ROWS rows),
 /// tile count, `_preload` ([`skinny_preloads`]; the `_norm` kernels always
-/// preload), `_pipe` or `_pipe_lean` ([`skinny_pipelining`]); wide: family.
-const PRODUCT_KERNELS: [&str; 60] = [
+/// preload), `_pipe` or `_pipe_lean` ([`skinny_pipelining`]); wide: family,
+/// tile count and `_s2` or `_s4` (K split among a cluster, [`WIDE_SPLITS`]).
+const PRODUCT_KERNELS: [&str; 78] = [
     "skinny_t1",
     "skinny_t2",
     "skinny_t4",
@@ -205,6 +215,24 @@ const PRODUCT_KERNELS: [&str; 60] = [
     "wide_store_t8",
     "wide_swiglu_t8",
     "wide_rope_t8",
+    "wide_store_t2_s2",
+    "wide_swiglu_t2_s2",
+    "wide_rope_t2_s2",
+    "wide_store_t4_s2",
+    "wide_swiglu_t4_s2",
+    "wide_rope_t4_s2",
+    "wide_store_t8_s2",
+    "wide_swiglu_t8_s2",
+    "wide_rope_t8_s2",
+    "wide_store_t2_s4",
+    "wide_swiglu_t2_s4",
+    "wide_rope_t2_s4",
+    "wide_store_t4_s4",
+    "wide_swiglu_t4_s4",
+    "wide_rope_t4_s4",
+    "wide_store_t8_s4",
+    "wide_swiglu_t8_s4",
+    "wide_rope_t8_s4",
 ];
 
 /// Kernels of each module.
@@ -294,22 +322,55 @@ fn skinny_kernel(family: &'static str, normed: bool, tiles: usize, loads: Skinny
     PRODUCT_KERNELS.iter().copied().find(|&kernel| kernel == name)
 }
 
-/// The wide kernel of a skinny family for blocks of `tokens` tokens.
-fn wide_kernel(family: &'static str, tokens: usize) -> Option<&'static str> {
+/// The wide kernel of a skinny family for blocks of `tokens` tokens in
+/// clusters of `split`.
+fn wide_kernel(family: &'static str, tokens: usize, split: usize) -> Option<&'static str> {
     let wide = match family {
         "skinny" => "wide_store",
         "skinny_swiglu" => "wide_swiglu",
         "skinny_rope" => "wide_rope",
         _ => return None,
     };
-    let name = format!("{wide}_t{}", tokens / MMA_TILE_ROWS);
+    let suffix = if split == 1 { String::new() } else { format!("_s{split}") };
+    let name = format!("{wide}_t{}{suffix}", tokens / MMA_TILE_ROWS);
     PRODUCT_KERNELS.iter().copied().find(|&kernel| kernel == name)
 }
 
-/// The tokens a block of wide kernel `kernel` takes (`None` for others).
-fn wide_kernel_tokens(kernel: &str) -> Option<usize> {
-    let tiles: usize = kernel.strip_prefix("wide_")?.rsplit_once("_t")?.1.parse().ok()?;
-    Some(tiles * MMA_TILE_ROWS)
+/// The (tokens, split) of a block of wide kernel `kernel` (`None` for
+/// others).
+fn wide_kernel_block(kernel: &str) -> Option<(usize, usize)> {
+    let block = kernel.strip_prefix("wide_")?.rsplit_once("_t")?.1;
+    let (tiles, split) = block.split_once("_s").unwrap_or((block, "1"));
+    Some((tiles.parse::<usize>().ok()? * MMA_TILE_ROWS, split.parse().ok()?))
+}
+
+/// How many blocks of each wide kernel the GPU runs at once: each SM holds
+/// as many as the driver's occupancy allows the tightest of its families
+/// (registers, shared memory); split kernels only with `clusters`.
+fn wide_slots(functions: &HashMap<&'static str, CudaFunction>, sms: usize, clusters: bool) -> Result<WideSlots> {
+    let mut slots = WideSlots { sms, per_sm: Default::default() };
+    for (t, &tokens) in WIDE_TOKENS.iter().enumerate() {
+        for (s, &split) in WIDE_SPLITS.iter().enumerate() {
+            if split > 1 && !clusters {
+                continue;
+            }
+            let mut per_sm = usize::MAX;
+            for family in ["skinny", "skinny_swiglu", "skinny_rope"] {
+                let Some(kernel) = wide_kernel(family, tokens, split) else { continue };
+                let Some(function) = functions.get(kernel) else { continue };
+                let blocks = function
+                    .occupancy_max_active_blocks_per_multiprocessor(
+                        (MATMUL_WARPS * 32) as u32,
+                        wide_shared_bytes(tokens, split),
+                        None,
+                    )
+                    .map_err(KernelError::driver(format!("cuOccupancyMaxActiveBlocksPerMultiprocessor ({kernel})")))?;
+                per_sm = per_sm.min(blocks as usize);
+            }
+            slots.per_sm[t][s] = if per_sm == usize::MAX { 0 } else { per_sm };
+        }
+    }
+    Ok(slots)
 }
 
 fn int(kernel: &'static str, name: &str, value: usize) -> Result<i32> {
@@ -357,7 +418,7 @@ impl Gpu {
                     .iter()
                     .position(|&name| name == kernel)
                     .map(|i| attention_shared_bytes(ATTENTION_HEAD_DIMS[i]))
-                    .or_else(|| wide_kernel_tokens(kernel).map(wide_shared_bytes));
+                    .or_else(|| wide_kernel_block(kernel).map(|(tokens, split)| wide_shared_bytes(tokens, split)));
                 if let Some(bytes) = shared {
                     let bytes = bytes as i32;
                     function
@@ -373,7 +434,9 @@ impl Gpu {
             Ok("1") => ProductKernels::Wide,
             _ => ProductKernels::Auto,
         };
-        Ok(Self { ctx, stream, name, arch, sms, pdl, products, functions })
+        let clusters = major >= 9;
+        let wide_slots = wide_slots(&functions, sms, clusters)?;
+        Ok(Self { ctx, stream, name, arch, sms, clusters, wide_slots, pdl, products, functions })
     }
 
     /// The device's name, e.g. "NVIDIA H200".
@@ -388,6 +451,11 @@ impl Gpu {
 
     pub fn multiprocessors(&self) -> usize {
         self.sms
+    }
+
+    /// Whether the device runs thread-block clusters (sm_90 and later).
+    pub fn has_clusters(&self) -> bool {
+        self.clusters
     }
 
     /// (free, total) device memory in bytes.
@@ -436,12 +504,24 @@ impl Gpu {
             && match self.products {
                 ProductKernels::Auto => prefers_wide(bucket, n, self.sms),
                 ProductKernels::Skinny => bucket > SKINNY_MAX_ROWS,
-                ProductKernels::Wide => true,
+                ProductKernels::Wide | ProductKernels::WideSplit(_) => true,
             };
-        let plan = wide_grid(bucket, n, self.sms);
-        if let (true, Some(kernel)) = (wide, wide_kernel(family, plan.tokens)) {
-            let mut config = grid(plan.token_tiles, plan.row_tiles, 1, MATMUL_WARPS * 32);
-            config.shared_mem_bytes = wide_shared_bytes(plan.tokens) as u32;
+        let plan = match self.products {
+            ProductKernels::WideSplit(split) => {
+                if !WIDE_SPLITS.contains(&split) || (split > 1 && !self.clusters) {
+                    let has = if self.clusters { "" } else { " (this GPU has no clusters)" };
+                    return Err(shape_err(
+                        family,
+                        format!("K split {split} ways{has}; the kernels split {WIDE_SPLITS:?}"),
+                    ));
+                }
+                WideGrid { split, ..wide_grid(bucket, n, k, &WideSlots::unsplit(self.sms)) }
+            }
+            _ => wide_grid(bucket, n, k, &self.wide_slots),
+        };
+        if let (true, Some(kernel)) = (wide, wide_kernel(family, plan.tokens, plan.split)) {
+            let mut config = grid(plan.token_tiles, plan.row_tiles, plan.split, MATMUL_WARPS * 32);
+            config.shared_mem_bytes = wide_shared_bytes(plan.tokens, plan.split) as u32;
             return Ok(Product { rows, n, kernel, config });
         }
         let (tiles, blocks) = (skinny_tiles(bucket), skinny_blocks(n));
@@ -922,13 +1002,15 @@ mod tests {
 
     #[test]
     fn every_wide_block_size_has_a_kernel_of_each_family() {
-        for tokens in WIDE_TOKENS {
+        for (tokens, split) in WIDE_TOKENS.into_iter().flat_map(|t| WIDE_SPLITS.map(|s| (t, s))) {
             for family in ["skinny", "skinny_swiglu", "skinny_rope"] {
-                let kernel = wide_kernel(family, tokens).expect("compiled");
-                assert_eq!(wide_kernel_tokens(kernel), Some(tokens), "{kernel}");
+                let kernel = wide_kernel(family, tokens, split).expect("compiled");
+                assert_eq!(wide_kernel_block(kernel), Some((tokens, split)), "{kernel}");
             }
         }
-        assert_eq!(wide_kernel("skinny_norm", 64), None);
-        assert_eq!(wide_kernel_tokens("skinny_t4"), None);
+        assert_eq!(wide_kernel("skinny", 64, 1), Some("wide_store_t8"));
+        assert_eq!(wide_kernel("skinny_rope", 16, 4), Some("wide_rope_t2_s4"));
+        assert_eq!(wide_kernel("skinny_norm", 64, 1), None);
+        assert_eq!(wide_kernel_block("skinny_t4"), None);
     }
 }

@@ -428,90 +428,150 @@ SKINNY(2, _norm, NORM_PARAMS, NORM_INPUT, true, 0, )
 // weight rows (the skinny kernel's blocks each re-read all of x through L2:
 // 2 GB for one 128-row gate/up product of a 7B model).
 //
-// They give the skinny kernel's bits: warp w again takes the 32-value K
-// chunks w, w + 8, ... in order, with the skinny kernel's fragments, and
-// the warps' sums meet in the same tree. What changes is the tile: WIDE_ROWS
-// weight rows (4 MMA row groups) times 8 TILES tokens per warp, and the
-// operands arrive through a WIDE_STAGES-deep cp.async pipeline, each stage
-// 256 contiguous K values (one chunk for each warp) of every row, so the
-// loads are coalesced. One block an SM (the registers); the pipeline's
-// depth hides the memory latency. Requires K % 8 == 0.
+// They give the skinny kernel's bits. The skinny block's 8 warps become 8
+// "virtual warps": virtual warp v takes the 32-value K chunks v, v + 8, ...
+// in order, with the skinny kernel's fragments, and the virtual warps' sums
+// meet in the skinny kernel's order: t_w = v_w + v_{w+4} (w = 0..3), then
+// ((t_0 + t_1) + t_2) + t_3. What changes is the tile: WIDE_ROWS weight
+// rows (4 MMA row groups) times 8 TILES tokens, whose operands arrive
+// through a WIDE_STAGES-deep cp.async pipeline, each stage 256 contiguous K
+// values of every row (one chunk for each virtual warp), so the loads are
+// coalesced. Requires K % 8 == 0.
+//
+// SPLIT (1, 2 or 4) splits K among a cluster of SPLIT blocks (Hopper's
+// thread-block clusters, grid z), for grids of long K that would leave SMs
+// idle (geometry::wide_grid):
+// block z owns t_w for w in [4z/SPLIT, 4(z+1)/SPLIT), so it loads only its
+// virtual warps' chunks (256/SPLIT values a row a stage) and runs each of
+// them on SPLIT real warps, each on 4/SPLIT row groups. The blocks meet in
+// distributed shared memory: each sums its share of the tile's outputs
+// from the four t_w in the order above, wherever they sit. The sums are the
+// same whatever SPLIT is. An unsplit block of 64 tokens holds an SM (its
+// registers), smaller ones may share one (geometry::WideSlots); the
+// pipeline's depth hides the memory latency.
 
 #define WIDE_ROWS 64
 #define WIDE_STAGES 3
-// Row stride of a stage in bf16 values: 256 K values plus 32 of padding, so
-// the 8 lanes of a shared-memory phase (two rows) hit distinct banks.
-#define WIDE_STRIDE 288
 
-// Rows of one stage (WIDE_ROWS weight rows, then 8 TILES tokens) from
-// `src` (row0.. of `limit` valid rows, K = k) at K block `kb`: warp v
-// copies row v, v + 8, ... 16 bytes a lane.
+// Row stride of a stage in bf16 values: the block's 256 / SPLIT K values
+// plus 32 of padding, so the 8 lanes of a shared-memory phase (two rows)
+// hit distinct banks (a stride of 16 banks modulo 32).
+template <int SPLIT>
+__host__ __device__ constexpr int wide_stride() {
+    return 256 / SPLIT + 32;
+}
+
+// The virtual warp of a SPLIT block's local chunk q (block z owns t_w for
+// w in [z T, z T + T), T = 4 / SPLIT: virtual warps w and w + 4).
+template <int SPLIT>
+__device__ __forceinline__ int wide_virtual_warp(int z, int q) {
+    constexpr int T = 4 / SPLIT;
+    return q < T ? z * T + q : z * T + q - T + 4;
+}
+
+// Rows of one stage (`count` rows from row0 of `limit` valid rows, K = k)
+// at K block `kb`: the block's chunks of each row, 16 bytes a lane, 32 /
+// SPLIT lanes a row.
+template <int SPLIT>
 __device__ __forceinline__ void load_rows(__nv_bfloat16* stage, const __nv_bfloat16* src, int count, int row0,
                                           int limit, int k, int kb) {
+    constexpr int LANES = 32 / SPLIT, STRIDE = wide_stride<SPLIT>();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int kk = kb * 256 + lane * 8;
-    for (int r = warp; r < count; r += WARPS) {
+    const int q = (lane % LANES) >> 2, c = lane & 3;
+    const int kk = kb * 256 + wide_virtual_warp<SPLIT>((int)blockIdx.z, q) * 32 + c * 8;
+    for (int r = warp * SPLIT + lane / LANES; r < count; r += WARPS * SPLIT) {
         const bool ok = row0 + r < limit && kk < k;
-        cp_async16(stage + r * WIDE_STRIDE + lane * 8, ok ? src + (size_t)(row0 + r) * k + kk : src, ok);
+        cp_async16(stage + r * STRIDE + q * 32 + c * 8, ok ? src + (size_t)(row0 + r) * k + kk : src, ok);
     }
 }
 
-// f(r, j, e) for every value of a wide block warp's sums (row group r,
-// tile j, MMA value e), in order.
-template <int TILES, typename F>
+// f(r, j, e) for every value of a wide block warp's sums (row group r of
+// its GROUPS, tile j, MMA value e).
+template <int GROUPS, int TILES, typename F>
 __device__ __forceinline__ void each_wide_value(F f) {
 #pragma unroll
-    for (int r = 0; r < 4; ++r)
+    for (int r = 0; r < GROUPS; ++r)
 #pragma unroll
         for (int j = 0; j < TILES; ++j)
 #pragma unroll
             for (int e = 0; e < 4; ++e) f(r, j, e);
 }
 
-template <int TILES, typename Epilogue>
+// A float of the shared memory of block `rank` of this cluster, at the
+// place `local` has in this block's.
+__device__ __forceinline__ float load_cluster_shared(const float* local, int rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    unsigned remote;
+    float value;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n"
+                 : "=r"(remote)
+                 : "r"((unsigned)__cvta_generic_to_shared(local)), "r"(rank));
+    // No memory clobber: the value does not change after the cluster_sync
+    // ahead of every call, so the loads may be scheduled together.
+    asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(value) : "r"(remote));
+    return value;
+#else
+    __trap();
+    return 0.0f;
+#endif
+}
+
+// Every thread of every block of the cluster arrives, then waits for all:
+// shared-memory writes before it are visible to every block after it.
+__device__ __forceinline__ void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+#else
+    __trap();
+#endif
+}
+
+template <int TILES, int SPLIT, typename Epilogue>
 __device__ void wide(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
                      const unsigned* __restrict__ step, int n, int k, const Epilogue& epilogue) {
     extern __shared__ __align__(16) unsigned char wide_smem[];
-    constexpr int TOKENS = 8 * TILES, STAGE = (WIDE_ROWS + TOKENS) * WIDE_STRIDE;
+    // T: the t_w this block owns; VWARPS: its virtual warps; GROUPS: the
+    // row groups of a real warp.
+    constexpr int T = 4 / SPLIT, VWARPS = 8 / SPLIT, GROUPS = 4 / SPLIT;
+    constexpr int TOKENS = 8 * TILES, STRIDE = wide_stride<SPLIT>(), STAGE = (WIDE_ROWS + TOKENS) * STRIDE;
     __nv_bfloat16* stages = reinterpret_cast<__nv_bfloat16*>(wide_smem);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    const int virtual_warp = warp % VWARPS, group0 = (warp / VWARPS) * GROUPS;
     const int token0 = (int)blockIdx.x * TOKENS, row0 = (int)blockIdx.y * WIDE_ROWS;
     const int blocks = (k + 255) / 256;
     // Prologue, while the kernel ahead may still run (pdl.cuh): the step
-    // (the host wrote it; a block past its rows has nothing to do) and the
+    // (the host wrote it; a cluster past its rows has nothing to do) and the
     // weight halves of the first stages (weights are never written).
     const int rows = (int)step[0];
     if (token0 >= rows) return;
 #pragma unroll
     for (int s = 0; s < WIDE_STAGES - 1; ++s)
-        if (s < blocks) load_rows(stages + s * STAGE, w, WIDE_ROWS, row0, n, k, s);
+        if (s < blocks) load_rows<SPLIT>(stages + s * STAGE, w, WIDE_ROWS, row0, n, k, s);
     wait_for_producers();
     let_dependents_launch();
 #pragma unroll
     for (int s = 0; s < WIDE_STAGES - 1; ++s) {
-        if (s < blocks) load_rows(stages + s * STAGE + WIDE_ROWS * WIDE_STRIDE, x, TOKENS, token0, rows, k, s);
+        if (s < blocks) load_rows<SPLIT>(stages + s * STAGE + WIDE_ROWS * STRIDE, x, TOKENS, token0, rows, k, s);
         cp_async_commit();
     }
     const int live_tiles = min(TILES, (rows - token0 + 7) / 8);
-    float acc[4][TILES][4];
-#pragma unroll
-    for (int r = 0; r < 4; ++r)
-#pragma unroll
-        for (int j = 0; j < TILES; ++j) acc[r][j][0] = acc[r][j][1] = acc[r][j][2] = acc[r][j][3] = 0.0f;
+    float acc[GROUPS][TILES][4];
+    each_wide_value<GROUPS, TILES>([&](int r, int j, int e) { acc[r][j][e] = 0.0f; });
     for (int kb = 0; kb < blocks; ++kb) {
         cp_async_wait<WIDE_STAGES - 2>();
         __syncthreads();
-        // Warp w's chunk of this K block: values 32 w.. of every row.
-        const __nv_bfloat16* ws = stages + (kb % WIDE_STAGES) * STAGE + warp * 32 + 8 * c;
-        const __nv_bfloat16* xs = ws + WIDE_ROWS * WIDE_STRIDE;
+        // This warp's virtual warp's chunk of this K block, its row groups.
+        const __nv_bfloat16* ws = stages + (kb % WIDE_STAGES) * STAGE + virtual_warp * 32 + 8 * c;
+        const __nv_bfloat16* xs = ws + WIDE_ROWS * STRIDE;
         uint4 b[TILES];
 #pragma unroll
         for (int j = 0; j < TILES; ++j)
-            if (j < live_tiles) b[j] = *reinterpret_cast<const uint4*>(xs + (j * 8 + g) * WIDE_STRIDE);
+            if (j < live_tiles) b[j] = *reinterpret_cast<const uint4*>(xs + (j * 8 + g) * STRIDE);
 #pragma unroll
-        for (int r = 0; r < 4; ++r) {
-            const uint4 lo = *reinterpret_cast<const uint4*>(ws + (r * 16 + g) * WIDE_STRIDE);
-            const uint4 hi = *reinterpret_cast<const uint4*>(ws + (r * 16 + g + 8) * WIDE_STRIDE);
+        for (int r = 0; r < GROUPS; ++r) {
+            const int row = (group0 + r) * 16 + g;
+            const uint4 lo = *reinterpret_cast<const uint4*>(ws + row * STRIDE);
+            const uint4 hi = *reinterpret_cast<const uint4*>(ws + (row + 8) * STRIDE);
 #pragma unroll
             for (int j = 0; j < TILES; ++j) {
                 if (j < live_tiles) {
@@ -524,73 +584,98 @@ __device__ void wide(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* _
         const int next = kb + WIDE_STAGES - 1;
         if (next < blocks) {
             __nv_bfloat16* stage = stages + (next % WIDE_STAGES) * STAGE;
-            load_rows(stage, w, WIDE_ROWS, row0, n, k, next);
-            load_rows(stage + WIDE_ROWS * WIDE_STRIDE, x, TOKENS, token0, rows, k, next);
+            load_rows<SPLIT>(stage, w, WIDE_ROWS, row0, n, k, next);
+            load_rows<SPLIT>(stage + WIDE_ROWS * STRIDE, x, TOKENS, token0, rows, k, next);
         }
         cp_async_commit();
     }
     cp_async_wait<0>();
     __syncthreads();
-    // The skinny kernel's tree through shared memory (the stages are free):
-    // warps 4..7 into 0..3, then 1..3 into 0, which leaves the totals in
-    // the free slot 3 for the epilogue.
+    // The block's t_w into slots 0..T-1 of the freed stages, each the
+    // whole tile: value (r, j, e) of lane l at ((r TILES + j) 4 + e) 32 + l.
+    // The warps of virtual warps w + 4 leave their sums there, and those of
+    // w add them.
     constexpr int VALUES = 4 * TILES * 4;
-    float* partial = reinterpret_cast<float*>(wide_smem);
-    auto slot = [&](int s, int r, int j, int e) -> float& {
-        return partial[((s * VALUES) + (r * TILES + j) * 4 + e) * 32 + lane];
+    float* slots = reinterpret_cast<float*>(wide_smem);
+    auto slot = [&](int t, int r, int j, int e) -> float& {
+        return slots[(t * VALUES + ((group0 + r) * TILES + j) * 4 + e) * 32 + lane];
     };
-    if (warp >= WARPS / 2)
-        each_wide_value<TILES>([&](int r, int j, int e) { slot(warp - WARPS / 2, r, j, e) = acc[r][j][e]; });
+    if (virtual_warp >= T)
+        each_wide_value<GROUPS, TILES>([&](int r, int j, int e) { slot(virtual_warp - T, r, j, e) = acc[r][j][e]; });
     __syncthreads();
-    if (warp < WARPS / 2) each_wide_value<TILES>([&](int r, int j, int e) { acc[r][j][e] += slot(warp, r, j, e); });
-    __syncthreads();
-    if (warp >= 1 && warp < WARPS / 2)
-        each_wide_value<TILES>([&](int r, int j, int e) { slot(warp - 1, r, j, e) = acc[r][j][e]; });
-    __syncthreads();
-    if (warp == 0) {
+    if (virtual_warp < T)
+        each_wide_value<GROUPS, TILES>([&](int r, int j, int e) { slot(virtual_warp, r, j, e) += acc[r][j][e]; });
+    if constexpr (SPLIT == 1)
+        __syncthreads();
+    else
+        cluster_sync();
+    // Each block of the cluster sums its share of the tile's outputs and
+    // runs the epilogue on them: pair (q, l) = lane l's sums of rows g and
+    // g + 8 of row group r for token j * 8 + 2c + p, q = (r * TILES + j) * 2
+    // + p; its t_w sit in slot w % T of block w / T.
+    auto total = [&](int index) {
+        float sum = 0.0f;
 #pragma unroll
-        for (int other = 0; other < WARPS / 2 - 1; ++other)
-            each_wide_value<TILES>([&](int r, int j, int e) { acc[r][j][e] += slot(other, r, j, e); });
-        each_wide_value<TILES>([&](int r, int j, int e) { slot(WARPS / 2 - 1, r, j, e) = acc[r][j][e]; });
-    }
-    __syncthreads();
-    // Every thread runs the epilogue on a share of the totals: pair
-    // (q, l) = lane l's sums of rows g and g + 8 of row group r for token
-    // j * 8 + 2c + p, q = (r * TILES + j) * 2 + p.
-    const float* totals = partial + (WARPS / 2 - 1) * VALUES * 32;
-    for (int pair = threadIdx.x; pair < 4 * TILES * 2 * 32; pair += WARPS * 32) {
+        for (int t = 0; t < 4; ++t) {
+            const float* local = slots + (t % T) * VALUES * 32 + index;
+            const float value = SPLIT == 1 ? *local : load_cluster_shared(local, t / T);
+            sum = t == 0 ? value : sum + value;
+        }
+        return sum;
+    };
+    constexpr int PAIRS = 4 * TILES * 2 * 32;
+    for (int pair = (int)blockIdx.z * WARPS * 32 + threadIdx.x; pair < PAIRS; pair += SPLIT * WARPS * 32) {
         const int l = pair & 31, q = pair >> 5, p = q & 1, rj = q >> 1;
         const int r = rj / TILES, j = rj % TILES;
         const int token = token0 + j * 8 + 2 * (l & 3) + p, group = row0 + r * 16;
         if (token < rows && group < n)
-            store_late(epilogue, token, group + (l >> 2), totals[(rj * 4 + p) * 32 + l],
-                       totals[(rj * 4 + p + 2) * 32 + l]);
+            store_late(epilogue, token, group + (l >> 2), total((rj * 4 + p) * 32 + l),
+                       total((rj * 4 + p + 2) * 32 + l));
     }
+    // No block leaves while another may still read its shared memory.
+    if constexpr (SPLIT > 1) cluster_sync();
 }
 
-// The entry points of one tile count, with the skinny kernels' parameters:
-// wide_{store,swiglu,rope}_t<TILES>.
-#define WIDE(TILES)                                                                                               \
-    extern "C" __global__ void __launch_bounds__(WARPS * 32, 1)                                                 \
-        wide_store_t##TILES(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,          \
-                            float* __restrict__ y, const unsigned* __restrict__ step, int n, int k,            \
-                            int accumulate) {                                                                   \
-        wide<TILES>(x, w, step, n, k, StoreF32{y, n, accumulate});                                               \
-    }                                                                                                           \
-    extern "C" __global__ void __launch_bounds__(WARPS * 32, 1)                                                 \
-        wide_swiglu_t##TILES(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,         \
-                             __nv_bfloat16* __restrict__ out, const unsigned* __restrict__ step, int n, int k) { \
-        wide<TILES>(x, w, step, n, k, SwiGlu{out, n / 2});                                                       \
-    }                                                                                                           \
-    extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) wide_rope_t##TILES(                             \
+// The cluster of a SPLIT > 1 kernel (sm_90 and later; the host never
+// splits below).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define WIDE_CLUSTER(SPLIT) __cluster_dims__(1, 1, SPLIT)
+#else
+#define WIDE_CLUSTER(SPLIT)
+#endif
+
+// The entry points of one tile count and split, with the skinny kernels'
+// parameters: wide_{store,swiglu,rope}_t<TILES>[_s<SPLIT>].
+#define WIDE(TILES, SPLIT, SUFFIX, CLUSTER)                                                                      \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) CLUSTER                                          \
+        wide_store_t##TILES##SUFFIX(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,    \
+                                    float* __restrict__ y, const unsigned* __restrict__ step, int n, int k,      \
+                                    int accumulate) {                                                            \
+        wide<TILES, SPLIT>(x, w, step, n, k, StoreF32{y, n, accumulate});                                        \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) CLUSTER                                          \
+        wide_swiglu_t##TILES##SUFFIX(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,   \
+                                     __nv_bfloat16* __restrict__ out, const unsigned* __restrict__ step, int n,  \
+                                     int k) {                                                                    \
+        wide<TILES, SPLIT>(x, w, step, n, k, SwiGlu{out, n / 2});                                                \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) CLUSTER wide_rope_t##TILES##SUFFIX(              \
         const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, const unsigned* __restrict__ step, \
-        int n, int k, const float* __restrict__ bias, const float* __restrict__ inv_freq,                       \
-        const unsigned* __restrict__ table, float* __restrict__ q_out, __nv_bfloat16* __restrict__ k_cache,    \
-        __nv_bfloat16* __restrict__ v_cache, int hq, int hk, int d) {                                           \
-        wide<TILES>(x, w, step, n, k, RopeAppend{bias, inv_freq, step, table, q_out, k_cache, v_cache, hq, hk, d}); \
+        int n, int k, const float* __restrict__ bias, const float* __restrict__ inv_freq,                        \
+        const unsigned* __restrict__ table, float* __restrict__ q_out, __nv_bfloat16* __restrict__ k_cache,      \
+        __nv_bfloat16* __restrict__ v_cache, int hq, int hk, int d) {                                            \
+        wide<TILES, SPLIT>(x, w, step, n, k,                                                                     \
+                           RopeAppend{bias, inv_freq, step, table, q_out, k_cache, v_cache, hq, hk, d});         \
     }
 
-// 16-, 32- and 64-token blocks (geometry::wide_grid).
-WIDE(2)
-WIDE(4)
-WIDE(8)
+// 16-, 32- and 64-token blocks (geometry::wide_grid), K split 1, 2 or 4
+// ways (geometry::WIDE_SPLITS).
+WIDE(2, 1, , )
+WIDE(4, 1, , )
+WIDE(8, 1, , )
+WIDE(2, 2, _s2, WIDE_CLUSTER(2))
+WIDE(4, 2, _s2, WIDE_CLUSTER(2))
+WIDE(8, 2, _s2, WIDE_CLUSTER(2))
+WIDE(2, 4, _s4, WIDE_CLUSTER(4))
+WIDE(4, 4, _s4, WIDE_CLUSTER(4))
+WIDE(8, 4, _s4, WIDE_CLUSTER(4))

@@ -31,7 +31,7 @@ use graft_engine::decode::draft::DEFAULT_MIN_NGRAM;
 use graft_engine::decode::{GenerateParams, PromptLookup, TextDraft};
 use graft_engine::model::config::{Architecture, ModelConfig, RopeScaling};
 use graft_engine::{Engine, EngineOptions};
-use graft_kernels::geometry::{ATTENTION_CHUNK, ATTENTION_SPLITS, SKINNY_MAX_ROWS};
+use graft_kernels::geometry::{ATTENTION_CHUNK, ATTENTION_SPLITS, SKINNY_MAX_ROWS, WIDE_SPLITS};
 use graft_kernels::{Gpu, ProductInput, ProductKernels, STEP_WORDS};
 use serde::Deserialize;
 
@@ -426,30 +426,37 @@ fn run_product(
 
 /// The product checks: for each of [`PRODUCT_SHAPES`] and every width
 /// bucket (one row short of it, so masking is exercised), the wide kernel's
-/// output equals the skinny kernel's bit for bit (up to the skinny kernel's
-/// widest bucket), every row equals the same row of the widest step, and
+/// output at every K split the GPU runs equals the skinny kernel's bit for
+/// bit (up to the skinny kernel's widest bucket), every row equals the same
+/// row of the widest step, and
 /// the outputs are within
 /// [`PRODUCT_ERROR_BOUND`] of f64 on a sample of entries.
 fn check_products(ordinal: usize) -> anyhow::Result<usize> {
     let cache = graft_engine::home::graft_home().join("kernels");
     let mut gpu = Gpu::new(ordinal, &cache)?;
     let mut failures = 0;
+    // K split among a cluster's blocks where the GPU has clusters.
+    let splits: Vec<usize> = WIDE_SPLITS.into_iter().filter(|&split| split == 1 || gpu.has_clusters()).collect();
     for (index, (n, k)) in PRODUCT_SHAPES.into_iter().enumerate() {
         let x_host = seeded_bf16(MAX_ROWS * k, 0x9e37 + index as u64);
         let w_host = seeded_bf16(n * k, 0x7f4a + index as u64);
         let (x, w) = (gpu.upload(&x_host)?, gpu.upload(&w_host)?);
         let mut y = gpu.zeros::<f32>(MAX_ROWS * n)?;
         let mut step = gpu.zeros::<u32>(STEP_WORDS)?;
-        let full = run_product(&mut gpu, ProductKernels::Wide, &x, &w, &mut y, &mut step, (MAX_ROWS, MAX_ROWS, n, k))?;
+        let full =
+            run_product(&mut gpu, ProductKernels::WideSplit(1), &x, &w, &mut y, &mut step, (MAX_ROWS, MAX_ROWS, n, k))?;
         let (mut same, mut independent) = (true, true);
         for bucket in graft_kernels::geometry::WIDTH_BUCKETS {
             let shape = (bucket, bucket - 1, n, k);
-            let wide = run_product(&mut gpu, ProductKernels::Wide, &x, &w, &mut y, &mut step, shape)?;
-            if bucket <= SKINNY_MAX_ROWS {
-                let skinny = run_product(&mut gpu, ProductKernels::Skinny, &x, &w, &mut y, &mut step, shape)?;
-                same &= skinny == wide;
+            let skinny = match bucket <= SKINNY_MAX_ROWS {
+                true => Some(run_product(&mut gpu, ProductKernels::Skinny, &x, &w, &mut y, &mut step, shape)?),
+                false => None,
+            };
+            for &split in &splits {
+                let wide = run_product(&mut gpu, ProductKernels::WideSplit(split), &x, &w, &mut y, &mut step, shape)?;
+                same &= skinny.as_ref().is_none_or(|skinny| *skinny == wide);
+                independent &= wide[..] == full[..wide.len()];
             }
-            independent &= wide[..] == full[..wide.len()];
         }
         // The f64 product on a sample of (row, output) entries of the full step.
         let (mut err, mut norm) = (0.0f64, 0.0f64);
@@ -464,7 +471,7 @@ fn check_products(ordinal: usize) -> anyhow::Result<usize> {
         let ok = same && independent && rel <= PRODUCT_ERROR_BOUND;
         failures += usize::from(!ok);
         println!(
-            "product  {n:>5} x {k:<5} widths 8..{SKINNY_MAX_ROWS}: wide = skinny bits {same}, \
+            "product  {n:>5} x {k:<5} widths 8..{SKINNY_MAX_ROWS}: wide (K split {splits:?}) = skinny bits {same}, \
              rows = {MAX_ROWS}-row step {independent}, rel err {rel:.1e}  {}",
             pass(ok)
         );
