@@ -65,18 +65,19 @@ pub fn attention_kernel(head_dim: usize) -> Option<&'static str> {
 }
 
 /// Blocks along the KV length for each (KV head, unit tile) of an attention
-/// step at width `bucket`: one a split up to 32 rows; in wider steps, whose
-/// unit tiles already fill the GPU, a block walks several splits, since
-/// blocks with no chunk to attend still cost their launch. Chosen on the
-/// H200 (bench/results/2026-11-29-h200-attention/experiments.txt): SmolLM2
-/// at 128 rows took 2.46 ms a step with 32 blocks, 2.14 with 8 (512 tokens
-/// of context; 4.15 and 3.93 at 2,048); 16 blocks at 32 rows were faster
-/// at 512 tokens (1.19 against 1.26 ms) but slower at the apply prompts'
-/// 2,048 (1.88 against 1.72).
+/// step at width `bucket`: one a split up to 16 rows; in wider steps, whose
+/// unit tiles fill more of the GPU, a block walks several splits, since
+/// blocks with no chunk to attend still cost their launch, and fewer
+/// blocks leave fewer partials to merge. Chosen on the H200 for the
+/// tensor-core kernel (bench/results/2026-11-29-h200-merge): SmolLM2 at 32
+/// rows took 1.252 ms a step with 16 blocks against 1.289 with 32 (2,048
+/// tokens of context; 1.035 against 1.050 at 512), at 64 rows 1.501 with
+/// 8 against 1.527 with 16; 16 blocks at 8 rows and below made the
+/// one-token step 8% slower at 2,048.
 pub fn attention_kv_blocks(bucket: usize) -> usize {
     match bucket {
-        0..=32 => ATTENTION_SPLITS,
-        33..=64 => ATTENTION_SPLITS / 2,
+        0..=16 => ATTENTION_SPLITS,
+        17..=32 => ATTENTION_SPLITS / 2,
         _ => ATTENTION_SPLITS / 4,
     }
 }
@@ -244,7 +245,7 @@ pub fn attention_unit_tiles(bucket: usize, group: usize) -> usize {
 /// position group's maximum and sum a unit (f32).
 pub fn attention_shared_bytes(head_dim: usize) -> usize {
     let buffers = 2 * 2 * ATTENTION_CHUNK * (head_dim + ATTENTION_PAD) * 2;
-    let merge = (2 * ATTENTION_BLOCK_UNITS * ATTENTION_MAX_SPLITS + ATTENTION_BLOCK_UNITS) * 4;
+    let merge = (2 * ATTENTION_BLOCK_UNITS * (ATTENTION_MAX_SPLITS + 1) + ATTENTION_BLOCK_UNITS) * 4;
     let probs = ATTENTION_BLOCK_UNITS * (ATTENTION_CHUNK + ATTENTION_PAD) * 2;
     let groups = 2 * ATTENTION_WARPS * ATTENTION_BLOCK_UNITS * 4;
     buffers.max(merge) + probs + groups

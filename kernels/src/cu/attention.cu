@@ -96,17 +96,19 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const __nv_b
 
 // The last block's merge of its units' split partials into the bf16
 // output, each phase a batch of independent loads: every (unit, split)
-// max and sum into shared memory (a thread each, four at a time), then each unit's split
-// weights exp(m_s - m) and sum sum_s l_s w_s (a warp each, from shared
-// memory), then every (unit, output pair) sum_s o_s w_s / sum (a thread
-// each, two pairs and eight splits of loads at a time). Sums run in split
-// order. Shared memory: `weights` (UNITS x MAX_SPLITS maxima, then
-// weights), `sums` (the same for the splits' sums) and `totals` (UNITS).
+// max and sum into shared memory (a thread each, four at a time); each
+// unit's split weights exp(m_s - m) (a warp a unit); each unit's sum
+// sum_s l_s w_s (a thread a unit); then every (unit, output pair)
+// sum_s o_s w_s / sum (a thread each, two pairs and sixteen splits of
+// loads at a time). Sums run in split order. Shared memory: `weights`
+// (UNITS rows of MERGE_STRIDE: maxima, then weights), `sums` (the same for
+// the splits' sums) and `totals` (UNITS).
+#define MERGE_STRIDE (MAX_SPLITS + 1)  // a unit's row of splits; the units' rows start in distinct banks
 template <int D>
 __device__ __forceinline__ void merge_splits(const float* __restrict__ partial, __nv_bfloat16* __restrict__ out,
                                              float* weights, float* sums, float* totals, int units, int group, int u0,
                                              int start, int kv_head, int hq, int splits) {
-    constexpr int PAIRS = D / 2, SPLIT_TASKS = 4, TASKS = 2, BATCH = 8;
+    constexpr int PAIRS = D / 2, SPLIT_TASKS = 4, TASKS = 2, BATCH = 16;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     // Unit u: row (u0 + u) / group, query head kv_head * group + (u0 + u) %
     // group; its partials sit at partial + at(u) * splits * (D + 2).
@@ -123,27 +125,27 @@ __device__ __forceinline__ void merge_splits(const float* __restrict__ partial, 
         }
 #pragma unroll
         for (int j = 0; j < SPLIT_TASKS; ++j) {
-            const int i = first + j * WARPS * 32;
+            const int i = first + j * WARPS * 32, at_split = i / MAX_SPLITS * MERGE_STRIDE + i % MAX_SPLITS;
             if (i < units * MAX_SPLITS) {
-                weights[i] = ml[j].x;
-                sums[i] = ml[j].y;
+                weights[at_split] = ml[j].x;
+                sums[at_split] = ml[j].y;
             }
         }
     }
     __syncthreads();
     for (int u = warp; u < units; u += WARPS) {
-        float* w = weights + u * MAX_SPLITS;
+        float* w = weights + u * MERGE_STRIDE;
         const float mine = w[lane];
         float m = mine;
         for (int offset = 16; offset > 0; offset >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
-        __syncwarp();
         w[lane] = mine == NEG_INF ? 0.0f : expf(mine - m);
-        __syncwarp();
-        if (lane == 0) {
-            float l = 0.0f;
-            for (int split = 0; split < active(u); ++split) l = fmaf(sums[u * MAX_SPLITS + split], w[split], l);
-            totals[u] = l;
-        }
+    }
+    __syncthreads();
+    for (int u = threadIdx.x; u < units; u += WARPS * 32) {
+        float l = 0.0f;
+        for (int split = 0; split < active(u); ++split)
+            l = fmaf(sums[u * MERGE_STRIDE + split], weights[u * MERGE_STRIDE + split], l);
+        totals[u] = l;
     }
     __syncthreads();
     for (int first = threadIdx.x; first < units * PAIRS; first += TASKS * WARPS * 32) {
@@ -176,7 +178,7 @@ __device__ __forceinline__ void merge_splits(const float* __restrict__ partial, 
 #pragma unroll
                 for (int b = 0; b < BATCH; ++b) {
                     if (s0 + b >= n) break;
-                    const float w = weights[u * MAX_SPLITS + s0 + b];
+                    const float w = weights[u * MERGE_STRIDE + s0 + b];
                     o[j].x = fmaf(v[j][b].x, w, o[j].x);
                     o[j].y = fmaf(v[j][b].y, w, o[j].y);
                 }
@@ -428,7 +430,7 @@ attention_block(const float* __restrict__ q,                // (rows, hq*D), RoP
     if (!last) return;
     __threadfence();
     float* weights = reinterpret_cast<float*>(smem);
-    merge_splits<D>(partial, out, weights, weights + UNITS * MAX_SPLITS, weights + 2 * UNITS * MAX_SPLITS, units,
+    merge_splits<D>(partial, out, weights, weights + UNITS * MERGE_STRIDE, weights + 2 * UNITS * MERGE_STRIDE, units,
                     group, u0, start, kv_head, hq, splits);
     if (threadIdx.x == 0) *counter = 0u;
 }
