@@ -212,19 +212,32 @@ pub fn skinny_blocks(n: usize) -> usize {
     n.div_ceil(MMA_WEIGHT_ROWS)
 }
 
-/// Widest bucket whose attention blocks take one row each (a GQA group of
-/// up to [`ATTENTION_BLOCK_UNITS`] query heads): in narrow steps more blocks
-/// finish sooner than fewer fuller ones (on the H200, SmolLM2 at 4 rows and
-/// 512 tokens of context: 0.580 ms a step with one row a block, 0.656 with
-/// 16 units a block).
-pub const ATTENTION_NARROW_MAX_ROWS: usize = 8;
+/// Rows whose GQA groups make one attention block's units at width
+/// `bucket`, 0 for tiles of [`ATTENTION_BLOCK_UNITS`] units whatever the
+/// rows: up to 64 rows, more blocks of fewer units finish sooner than fewer
+/// fuller ones (their last block's merge is shorter). On the H200,
+/// SmolLM2 at 512 tokens of context: 4 rows 0.580 ms a step with a row a
+/// block against 0.656 with 16 units (bench/results/2026-11-29-h200-attention-mma);
+/// 16 rows 0.793 with two rows a block against 0.84-0.85, and at 2,048
+/// tokens the 16- to 64-row steps 1-2% faster with 2, 4 and 4 rows
+/// (bench/results/2026-11-29-h200-tiles).
+pub fn attention_tile_rows(bucket: usize) -> usize {
+    match bucket {
+        0..=8 => 1,
+        9..=16 => 2,
+        17..=64 => 4,
+        _ => 0,
+    }
+}
 
 /// (row, query head) units an attention block takes at width `bucket`
-/// when each KV head serves `group` query heads: one row's in narrow steps
-/// (if they fit a tile), else [`ATTENTION_BLOCK_UNITS`].
+/// when each KV head serves `group` query heads: the GQA groups of
+/// [`attention_tile_rows`] rows where they fit a tile, else
+/// [`ATTENTION_BLOCK_UNITS`].
 pub fn attention_tile_units(bucket: usize, group: usize) -> usize {
-    if bucket <= ATTENTION_NARROW_MAX_ROWS && (1..=ATTENTION_BLOCK_UNITS).contains(&group) {
-        group
+    let units = attention_tile_rows(bucket) * group;
+    if (1..=ATTENTION_BLOCK_UNITS).contains(&units) {
+        units
     } else {
         ATTENTION_BLOCK_UNITS
     }
@@ -516,7 +529,10 @@ mod tests {
     fn attention_blocks_stay_within_a_block_and_its_shared_memory() {
         assert_eq!(attention_unit_tiles(1, 3), 1);
         assert_eq!(attention_unit_tiles(8, 3), 8, "a row a block");
-        assert_eq!(attention_unit_tiles(16, 3), 3, "48 units");
+        assert_eq!(attention_unit_tiles(16, 3), 8, "two rows a block");
+        assert_eq!(attention_unit_tiles(64, 3), 16, "four rows a block");
+        assert_eq!(attention_unit_tiles(16, 7), 8, "two groups of 7 a block");
+        assert_eq!(attention_unit_tiles(32, 7), 14, "four groups of 7 overflow a tile: 16 units");
         assert_eq!(attention_unit_tiles(128, 3), 24, "SmolLM2: 384 units");
         assert_eq!(attention_unit_tiles(8, 32), 16, "a group of 32 spans two tiles");
         for group in [1, 2, 3, 6, 7, 8, 16, 32, 64] {

@@ -3,8 +3,9 @@
 // split along the KV length into S splits: split s holds the CHUNK-position
 // chunks s, s + S, ... The step's (row, query head) units of each KV head,
 // row-major over the rows and the heads of the KV head's GQA group, are cut
-// into tiles of up to 16 (one MMA tile's rows; in narrow steps one row's
-// GQA group, for more blocks); a (KV head, tile) has Z blocks
+// into tiles of up to 16 (one MMA tile's rows; in steps of up to 64 rows
+// the GQA groups of a few rows, for more blocks); a (KV head, tile) has Z
+// blocks
 // along the KV length (Z = S in narrow steps, fewer in wide ones, whose
 // tiles fill the GPU), block z taking splits z, z + Z, ... A block stages
 // each chunk of its KV head in shared memory once (K and V as they are,
