@@ -2,10 +2,12 @@
 //!
 //! - `src/cu/*.cu`: the CUDA C sources, one module per op family (embedding
 //!   gather, RMSNorm, QKV post-processing with q/k norms, RoPE and KV append,
-//!   paged attention on the tensor cores with its split merge, tensor-core products (skinny for
-//!   narrow steps, wide with shared-memory tiles for 16-256 rows, the same
-//!   bits either way) with fused epilogues (residual add, SwiGLU, bias +
-//!   RoPE + KV append), argmax, seeded fill), embedded with `include_str!`.
+//!   paged attention on the tensor cores with its split merge, tensor-core
+//!   products (skinny for narrow steps, wide with shared-memory tiles for
+//!   16-256 rows, K split among a thread-block cluster where the grid is
+//!   small, the same bits every way) with fused epilogues (residual add,
+//!   SwiGLU, bias + RoPE + KV append), argmax, seeded fill), embedded with
+//!   `include_str!`.
 //! - [`cache`]: run-time compilation by NVRTC for the device's architecture
 //!   (sm_90a on Hopper), PTX cached on disk keyed by (source hash, arch,
 //!   options).
