@@ -19,8 +19,8 @@ pub(super) struct Occurrence {
 /// tokens.
 ///
 /// The sequences given to [`NgramIndex::new`] are indexed once into sorted
-/// arrays (a sort of (hash, occurrence) pairs a length, bucketed by the
-/// hash's top bits: no allocation per n-gram); what [`NgramIndex::extend_last`] appends to the last sequence
+/// arrays ((hash, occurrence) pairs a length, counting-sorted into buckets
+/// by the hash's top bits: no allocation per n-gram, linear time); what [`NgramIndex::extend_last`] appends to the last sequence
 /// (a generation's output, as it grows) goes into a hash map beside them.
 /// An n-gram's occurrences are those of its sorted run, then those of the
 /// map (the appended positions come after all others).
@@ -41,7 +41,11 @@ fn hash(tokens: &[u32]) -> u64 {
     for &t in tokens {
         h = (h ^ u64::from(t)).wrapping_mul(0x100_0000_01b3).rotate_left(29);
     }
-    h
+    // Every bit into the top ones, which the sorted tables bucket by (one
+    // token's hash would otherwise vary in few of them).
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
 }
 
 /// (hash, occurrence) pairs sorted by hash, then source, then position,
@@ -57,8 +61,9 @@ struct SortedTable {
 }
 
 impl SortedTable {
-    fn new(mut pairs: Vec<(u64, Occurrence)>) -> Self {
-        pairs.sort_unstable_by_key(|&(h, o)| (h, o.source, o.end));
+    /// Sorts `pairs` in linear expected time: a counting sort into the
+    /// buckets, then an insertion sort of each bucket's few pairs.
+    fn new(pairs: Vec<(u64, Occurrence)>) -> Self {
         let bits = pairs.len().max(2).next_power_of_two().trailing_zeros();
         let shift = 64 - bits;
         let mut starts = vec![0u32; (1 << bits) + 1];
@@ -68,7 +73,25 @@ impl SortedTable {
         for b in 1..starts.len() {
             starts[b] += starts[b - 1];
         }
-        Self { pairs, shift, starts }
+        let mut sorted = pairs.clone();
+        let mut cursors = starts.clone();
+        for pair in pairs {
+            let cursor = &mut cursors[(pair.0 >> shift) as usize];
+            sorted[*cursor as usize] = pair;
+            *cursor += 1;
+        }
+        let key = |&(h, o): &(u64, Occurrence)| (h, o.source, o.end);
+        for bucket in starts.windows(2) {
+            let run = &mut sorted[bucket[0] as usize..bucket[1] as usize];
+            for i in 1..run.len() {
+                let mut j = i;
+                while j > 0 && key(&run[j - 1]) > key(&run[j]) {
+                    run.swap(j - 1, j);
+                    j -= 1;
+                }
+            }
+        }
+        Self { pairs: sorted, shift, starts }
     }
 
     /// The pairs, in order, of the n-grams hashing to `key`.
@@ -190,6 +213,30 @@ impl NgramIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashes_spread_over_the_buckets() {
+        // One token's n-grams (1-grams) of 1,100 tokens in 2,048 buckets:
+        // the top bits must vary with every token, or a bucket fills and
+        // its insertion sort turns quadratic.
+        let mut seed = 12345u64;
+        let tokens: Vec<u32> = (0..1100)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed % 5000) as u32
+            })
+            .collect();
+        for n in [1, 2, 16] {
+            let index = NgramIndex::new(vec![tokens.clone()], &[n]);
+            let table = &index.fixed[0];
+            let largest = table.starts.windows(2).map(|w| w[1] - w[0]).max();
+            assert!(largest.is_some_and(|l| l <= 16), "n = {n}: a bucket of {largest:?} pairs");
+            let keys: Vec<_> = table.pairs.iter().map(|&(h, o)| (h, o.source, o.end)).collect();
+            assert!(keys.windows(2).all(|w| w[0] <= w[1]), "n = {n}: sorted");
+        }
+    }
 
     #[test]
     fn finds_verified_occurrences_in_order() {
