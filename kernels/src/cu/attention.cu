@@ -75,11 +75,6 @@ __device__ __forceinline__ bool next_chunk(int& split, int& c0, int splits, int 
     return split < splits && c0 < block_visible;
 }
 
-__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<unsigned*>(&v);
-}
-
 // Two or four 8x8 bf16 matrices from shared memory, transposed: lanes
 // 8i..8i+7 give the row addresses of matrix i, and register i holds the
 // lane's fragment of it.

@@ -53,11 +53,6 @@ struct Bf16Rows {
     __device__ uint4 load(int token, int kk, bool ok, const float*) const { return load16(x + (size_t)token * k + kk, ok); }
 };
 
-__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
-    const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const unsigned*>(&pair);
-}
-
 // x as f32 residual rows, RMS-normalized with weight w on load.
 struct NormedRows {
     const float* x;

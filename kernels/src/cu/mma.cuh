@@ -1,5 +1,6 @@
-// The bf16 tensor-core MMA (m16n8k16, f32 accumulation), prepended to the
-// modules that use it (matmul, attention). Fragments (g = lane / 4,
+// The bf16 tensor-core MMA (m16n8k16, f32 accumulation) and the packing of
+// its bf16 operands, prepended to the modules that use them (matmul,
+// attention). Fragments (g = lane / 4,
 // c = lane % 4): A (16x16) a0 = row g, columns 2c and 2c + 1; a1 = row
 // g + 8, the same columns; a2 and a3 = columns 2c + 8 and 2c + 9 of those
 // rows. B (16x8) b0 = rows 2c and 2c + 1 of column g; b1 = rows 2c + 8 and
@@ -14,4 +15,11 @@ __device__ __forceinline__ void mma_bf16(float* acc, unsigned a0, unsigned a1, u
         "{%0,%1,%2,%3};\n"
         : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Two floats rounded to bf16 and packed as one MMA operand register (lo in
+// the low half).
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+    const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const unsigned*>(&pair);
 }

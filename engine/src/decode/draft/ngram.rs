@@ -73,7 +73,7 @@ impl SortedTable {
         for b in 1..starts.len() {
             starts[b] += starts[b - 1];
         }
-        let mut sorted = pairs.clone();
+        let mut sorted = vec![(0, Occurrence { source: 0, end: 0 }); pairs.len()];
         let mut cursors = starts.clone();
         for pair in pairs {
             let cursor = &mut cursors[(pair.0 >> shift) as usize];
