@@ -380,8 +380,6 @@ fn rewrite_region(
 
     let mut lookup_sources = vec![tokenizer.encode(&region_text, false)?];
     lookup_sources.push(tokenizer.encode(&edit, false)?);
-    let mut drafter =
-        CompositeDraft::new(TextDraft::new(reference), PromptLookup::new(&lookup_sources, DEFAULT_MIN_NGRAM));
     // Generation stops at the next step once the output holds the closing
     // tag (the flag is set from the token callback), or when the caller
     // cancels (checked in the same callback).
@@ -394,7 +392,17 @@ fn rewrite_region(
 
     let prefill_started = Instant::now();
     let namespace = control.namespace.unwrap_or(HEADLESS_NAMESPACE);
-    let prefilled = engine.prefill_in(namespace, &prompt_ids)?;
+    // The drafter's n-gram indexes are built on a host thread while the
+    // prefill runs (on a GPU the host mostly waits for it); any wait for
+    // them past the prefill's end counts in the prefill's time.
+    let (prefilled, mut drafter) = std::thread::scope(|scope| {
+        let drafter = scope.spawn(|| {
+            CompositeDraft::new(TextDraft::new(reference), PromptLookup::new(&lookup_sources, DEFAULT_MIN_NGRAM))
+        });
+        let prefilled = engine.prefill_in(namespace, &prompt_ids);
+        (prefilled, drafter.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    });
+    let prefilled = prefilled?;
     stats.cached_prompt_tokens += prefilled.cached_prompt_tokens();
     let prefill_time = prefill_started.elapsed();
     if stats.model_regions == 0 {
