@@ -3,14 +3,16 @@
 
 /// Most rows (tokens) one step runs; longer inputs (prompts, long drafts)
 /// are split into steps. A step's fixed cost (the chains of its ~200
-/// kernels) is paid once a step: on the H200, SmolLM2 runs 256 rows in
-/// 3.48 ms against 2 x 2.02 for two steps of 128
-/// (bench/results/2026-11-29-h200-steps256).
-pub const MAX_STEP_ROWS: usize = 256;
+/// kernels) is paid once a step: on the H200, SmolLM2 runs 512 rows in
+/// 3.51 ms against 2 x 2.14 for two steps of 256, and the apply cases'
+/// prefill p50 went 9.21 -> 7.50 ms; 1,024 rows took 7.31 ms, more than
+/// two steps of 512, for a prefill p50 of 7.26 and twice the scratch
+/// memory (bench/results/2026-11-29-h200-steps512).
+pub const MAX_STEP_ROWS: usize = 512;
 
 /// Step widths the kernels (and CUDA graphs) are built for: a step of `n`
 /// rows runs at the smallest bucket that holds it, rows past `n` masked.
-pub const WIDTH_BUCKETS: [usize; 6] = [8, 16, 32, 64, 128, 256];
+pub const WIDTH_BUCKETS: [usize; 7] = [8, 16, 32, 64, 128, 256, 512];
 
 /// Widest bucket the skinny product is compiled for (16 tiles of 8 rows);
 /// wider steps always run the wide product.
@@ -441,7 +443,8 @@ mod tests {
         assert_eq!(bucket_for(9), Some(16));
         assert_eq!(bucket_for(33), Some(64));
         assert_eq!(bucket_for(129), Some(256));
-        assert_eq!(bucket_for(MAX_STEP_ROWS), Some(256));
+        assert_eq!(bucket_for(257), Some(512));
+        assert_eq!(bucket_for(MAX_STEP_ROWS), Some(512));
         assert_eq!(bucket_for(MAX_STEP_ROWS + 1), None);
     }
 
@@ -489,7 +492,9 @@ mod tests {
         assert_eq!(wide_grid(16, 4608, 3584, &plain), grid(16, 1, 72, 1));
         // At 128 rows two 64-token blocks do not fit an SM: no split.
         assert_eq!(wide_grid(128, 3584, 3584, &h200), grid(64, 2, 56, 1));
-        for (bucket, n) in [(16, 4608), (32, 4608), (64, 576), (128, 3584), (128, 49152), (256, 576), (256, 37888)] {
+        for (bucket, n) in
+            [(16, 4608), (32, 4608), (64, 576), (128, 3584), (128, 49152), (256, 576), (256, 37888), (512, 576)]
+        {
             for (k, slots) in [(576, &h200), (18944, &h200), (18944, &plain)] {
                 let g = wide_grid(bucket, n, k, slots);
                 assert!(WIDE_TOKENS.contains(&g.tokens) && WIDE_SPLITS.contains(&g.split));

@@ -4,7 +4,7 @@
 //!   gather, RMSNorm, QKV post-processing with q/k norms, RoPE and KV append,
 //!   paged attention on the tensor cores with its split merge, tensor-core
 //!   products (skinny for narrow steps, wide with shared-memory tiles for
-//!   16-256 rows, K split among a thread-block cluster where the grid is
+//!   16-512 rows, K split among a thread-block cluster where the grid is
 //!   small, the same bits every way) with fused epilogues (residual add,
 //!   SwiGLU, bias + RoPE + KV append), argmax, seeded fill), embedded with
 //!   `include_str!`.

@@ -417,7 +417,7 @@ SKINNY(1, _norm, NORM_PARAMS, NORM_INPUT, true, 0, )
 SKINNY(2, _norm, NORM_PARAMS, NORM_INPUT, true, 0, )
 
 // ---------------------------------------------------------------------------
-// Wide products: the same products for steps of 16 to 256 rows of bf16 x,
+// Wide products: the same products for steps of 16 to 512 rows of bf16 x,
 // with the weight and x staged in shared memory, so a block reads each
 // weight element once for up to 64 tokens and each x element once for 64
 // weight rows (the skinny kernel's blocks each re-read all of x through L2:

@@ -64,15 +64,15 @@ struct PeerError {
 }
 
 /// Step widths measured.
-const WIDTHS: [usize; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+const WIDTHS: [usize; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
 
 /// Step lengths the width-invariance check feeds a continuation in, after
 /// steps of one token: every width bucket, full and partly masked.
-const INVARIANCE_STEPS: [usize; 7] = [5, 12, 20, 40, 64, 100, 200];
+const INVARIANCE_STEPS: [usize; 8] = [5, 12, 20, 40, 64, 100, 200, 400];
 
 /// Tokens the width-invariance check feeds after its prompt (fewer when
 /// the model's context is shorter).
-const INVARIANCE_TOKENS: usize = 200;
+const INVARIANCE_TOKENS: usize = 400;
 
 /// Seeded shapes the width-invariance check runs on besides the real
 /// models: the default model's (its products preload), a Qwen2.5 one with
@@ -615,7 +615,7 @@ pub fn run(args: BenchGpuArgs) -> anyhow::Result<()> {
         }
         let config = seeded_shape(shape).with_context(|| format!("unknown shape `{shape}`"))?;
         let gpu = Gpu::new(args.ordinal, &cache)?;
-        let blocks = (args.context + 256).div_ceil(16) + 4;
+        let blocks = (args.context + WIDTHS[WIDTHS.len() - 1]).div_ceil(16) + 4;
         let model = DeviceModel::random(gpu, config, 0x5eed, blocks)?;
         time_widths(&model, &format!("{shape} (seeded)"), &args, bw, launch)?;
     }
