@@ -165,6 +165,18 @@ impl Backend {
         }
     }
 
+    /// The most rows a step of `rows` rows can hold at the same cost: a GPU
+    /// runs a step at its width bucket (rows past `rows` masked), so more
+    /// draft tokens up to the bucket cost no more device time; on the CPU
+    /// every row costs its own work.
+    pub fn step_capacity(&self, rows: usize) -> usize {
+        match self {
+            Backend::Cpu(_) => rows,
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(_) => graft_kernels::geometry::bucket_for(rows).unwrap_or(rows),
+        }
+    }
+
     /// Appends `tokens` at positions `seq.len()..` and returns the logits of
     /// the rows `logits_for` (indices into `tokens`).
     pub fn forward(&self, kv: &mut KvCache, seq: &mut SeqKv, tokens: &[u32], logits_for: &[usize]) -> Result<Logits> {
