@@ -133,9 +133,9 @@ pub fn decode_speculative(
         // Room for the pending token and k drafts: every accepted draft is an
         // output token (so at most what max_tokens leaves) and every fed
         // token needs a position inside the context.
-        // The chosen width is filled up to what the step costs anyway (the
-        // pending token's row and k drafts run at the backend's bucket).
         let room = (params.max_tokens - tokens.len()).min(context - seq.len() - 1);
+        // The chosen width is filled up to what its step costs anyway (the
+        // pending token's row and the drafts' run at the backend's bucket).
         let chosen = width.choose();
         let k = (backend.step_capacity(chosen + 1) - 1).min(width.max_width()).min(room);
 
